@@ -1,0 +1,1 @@
+//! Local experts: GGUF models run in-process with candle.
