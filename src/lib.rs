@@ -2,5 +2,13 @@
 //!
 //! See ARCHITECTURE.md for the codemap and the invariants.
 
+pub mod api;
 pub mod classifier;
+pub mod cli;
+pub mod config;
+pub mod dispatch;
+pub mod experts;
 pub mod local;
+pub mod routing;
+pub mod server;
+pub mod state;

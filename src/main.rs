@@ -1,23 +1,53 @@
+use std::sync::Arc;
+
+use anyhow::Context;
 use clap::Parser;
+use tracing_subscriber::EnvFilter;
 
-#[derive(Debug, Parser)]
-#[command(name = "triage", version, about = "OpenAI-compatible LLM routing gateway")]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
+use triage::cli::{Cli, Command};
+use triage::{config, server, state::AppState};
 
-#[derive(Debug, clap::Subcommand)]
-enum Command {
-    /// Router training and evaluation.
-    Router {
-        #[command(subcommand)]
-        cmd: triage::classifier::cli::RouterCommand,
-    },
-}
+/// `RUST_LOG` overrides; the default shows the gateway's own decisions, not every crate's.
+const DEFAULT_LOG_FILTER: &str = "info,triage=info";
 
 fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER)))
+        .with_writer(std::io::stderr)
+        .init();
     match Cli::parse().command {
+        Command::Serve { config, listen } => serve(config, listen),
+        Command::CheckConfig { file } => {
+            let c = config::load_file(&file)?;
+            println!("{}: ok ({} experts, {} virtual models)", file.display(), c.experts.len(), c.models.len());
+            Ok(())
+        }
         Command::Router { cmd } => triage::classifier::cli::run(cmd),
     }
+}
+
+fn serve(path: Option<std::path::PathBuf>, listen: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
+    let mut config = match &path {
+        Some(p) => config::load_file(p)?,
+        None => config::embedded_default()?,
+    };
+    if let Some(addr) = listen {
+        config.server.listen = addr;
+    }
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async {
+        let state = Arc::new(AppState::new(&config)?);
+        let listener = tokio::net::TcpListener::bind(config.server.listen)
+            .await
+            .with_context(|| format!("binding {}", config.server.listen))?;
+        tracing::info!(
+            listen = %config.server.listen,
+            config = %config.origin,
+            experts = config.experts.len(),
+            models = config.models.len(),
+            "Triage is serving."
+        );
+        server::run(listener, state, server::shutdown_signal(), config.server.shutdown_grace).await?;
+        Ok(())
+    })
 }

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs every test the project has, after installing what they need:
+#   the model weights (scripts/setup.sh), a Python venv with the official openai SDK,
+#   then cargo test (unit + integration, real models), clippy and rustfmt.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+
+scripts/setup.sh
+
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import openai' 2>/dev/null; then
+  echo "test: creating .venv with the openai SDK"
+  python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check 'openai>=1.40'
+fi
+export TRIAGE_PYTHON="$root/.venv/bin/python"
+
+cargo fmt --all -- --check
+cargo clippy --all-targets --locked -- -D warnings
+cargo test --locked -- --test-threads="${TEST_THREADS:-2}"

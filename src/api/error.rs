@@ -1,0 +1,170 @@
+//! The one error type at the HTTP edge, shaped exactly like OpenAI's
+//! `{"error":{"message","type","param","code"}}` so every OpenAI client raises its own
+//! exception classes for it.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde::Serialize;
+
+use crate::experts::ExpertError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body is not the JSON we need; `param` is the serde path of the problem.
+    #[error("{message}")]
+    InvalidRequest { message: String, param: Option<String> },
+    #[error("The model `{0}` does not exist or you do not have access to it.")]
+    ModelNotFound(String),
+    #[error("The model `{model}` does not support {what}.")]
+    Unsupported { model: String, what: &'static str },
+    #[error("Request body is larger than the limit of {limit} bytes.")]
+    BodyTooLarge { limit: usize },
+    #[error("Unsupported content type: send application/json.")]
+    ContentType,
+    /// Every expert failed; the last error decides the status.
+    #[error("{0}")]
+    Upstream(ExpertError),
+    #[error("No expert is available for `{0}`: all are failing or cooling down.")]
+    NoExpertAvailable(String),
+    #[error("The gateway is shutting down.")]
+    ShuttingDown,
+    #[error("Not found.")]
+    RouteNotFound,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: Inner<'a>,
+}
+
+#[derive(Serialize)]
+struct Inner<'a> {
+    message: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    param: Option<&'a str>,
+    code: Option<&'a str>,
+}
+
+/// Serializes an OpenAI-shaped error body.
+pub fn error_json(message: &str, kind: &str, param: Option<&str>, code: Option<&str>) -> Bytes {
+    let body = Body { error: Inner { message, kind, param, code } };
+    // Serializing plain strings cannot fail.
+    Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
+}
+
+/// An error inside an already-started SSE stream: OpenAI's SDKs raise `APIError` on a
+/// `data:` event that carries an `error` object.
+pub fn stream_error_event(message: &str, code: &str) -> Bytes {
+    let json = error_json(message, "server_error", None, Some(code));
+    let mut out = Vec::with_capacity(json.len() + 8);
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(&json);
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::InvalidRequest { .. } | Self::Unsupported { .. } => StatusCode::BAD_REQUEST,
+            Self::ModelNotFound(_) | Self::RouteNotFound => StatusCode::NOT_FOUND,
+            Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::ContentType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::NoExpertAvailable(_) | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Upstream(e) => upstream_status(e),
+        }
+    }
+
+    /// OpenAI's `type` and `code` for this error.
+    fn kind_and_code(&self) -> (&'static str, Option<&'static str>) {
+        match self {
+            Self::InvalidRequest { .. } | Self::Unsupported { .. } | Self::ContentType => {
+                ("invalid_request_error", None)
+            }
+            Self::ModelNotFound(_) => ("invalid_request_error", Some("model_not_found")),
+            Self::RouteNotFound => ("invalid_request_error", Some("not_found")),
+            Self::BodyTooLarge { .. } => ("invalid_request_error", Some("request_too_large")),
+            Self::NoExpertAvailable(_) => ("server_error", Some("no_expert_available")),
+            Self::ShuttingDown => ("server_error", Some("shutting_down")),
+            Self::Upstream(e) => match e {
+                ExpertError::Overloaded { .. } => ("rate_limit_error", Some("expert_overloaded")),
+                ExpertError::Status { status, .. } if *status == StatusCode::TOO_MANY_REQUESTS => {
+                    ("rate_limit_error", Some("upstream_rate_limited"))
+                }
+                ExpertError::FirstByteTimeout { .. } | ExpertError::TotalTimeout { .. } => {
+                    ("server_error", Some("upstream_timeout"))
+                }
+                ExpertError::Status { status, .. } if status.is_client_error() => {
+                    ("invalid_request_error", Some("upstream_rejected"))
+                }
+                _ => ("server_error", Some("upstream_error")),
+            },
+        }
+    }
+
+    fn param(&self) -> Option<&str> {
+        match self {
+            Self::InvalidRequest { param, .. } => param.as_deref(),
+            Self::ModelNotFound(_) | Self::Unsupported { .. } => Some("model"),
+            _ => None,
+        }
+    }
+}
+
+fn upstream_status(e: &ExpertError) -> StatusCode {
+    match e {
+        ExpertError::FirstByteTimeout { .. } | ExpertError::TotalTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        ExpertError::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
+        ExpertError::Status { status, .. } if *status == StatusCode::TOO_MANY_REQUESTS => StatusCode::TOO_MANY_REQUESTS,
+        // The backend judged the request itself invalid (400, 404, 422): that is the
+        // client's to fix, so it gets the backend's status, not a 502.
+        ExpertError::Status { status, .. }
+            if status.is_client_error() && *status != StatusCode::UNAUTHORIZED && *status != StatusCode::FORBIDDEN =>
+        {
+            *status
+        }
+        _ => StatusCode::BAD_GATEWAY,
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        // A backend's own OpenAI-shaped client error is more useful verbatim than rewrapped.
+        if let ApiError::Upstream(ExpertError::Status { status: up, body, retry_after, .. }) = &self {
+            if (up.is_client_error() && *up != StatusCode::UNAUTHORIZED && *up != StatusCode::FORBIDDEN)
+                && is_openai_error(body)
+            {
+                let mut resp =
+                    (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body.clone())
+                        .into_response();
+                if let Some(ra) = retry_after {
+                    resp.headers_mut().insert(header::RETRY_AFTER, ra.clone());
+                }
+                return resp;
+            }
+        }
+        let (kind, code) = self.kind_and_code();
+        let message = self.to_string();
+        let body = error_json(&message, kind, self.param(), code);
+        let mut resp =
+            (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response();
+        let retry_after = match &self {
+            ApiError::Upstream(ExpertError::Status { retry_after: Some(ra), .. }) => Some(ra.clone()),
+            ApiError::Upstream(ExpertError::Overloaded { retry_after_secs, .. }) => {
+                Some(HeaderValue::from(*retry_after_secs))
+            }
+            _ => None,
+        };
+        if let Some(ra) = retry_after {
+            resp.headers_mut().insert(header::RETRY_AFTER, ra);
+        }
+        resp
+    }
+}
+
+fn is_openai_error(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(body).is_ok_and(|v| v.get("error").is_some_and(|e| e.is_object()))
+}

@@ -1,0 +1,414 @@
+//! Configuration: the TOML file (`raw`), validated into the types the gateway runs on.
+//!
+//! Loading is all-or-nothing: a file either becomes a complete [`Config`] or a
+//! [`ConfigError`] that names the file, the line and column, the key path and what was
+//! expected. Nothing half-valid is ever returned.
+
+mod raw;
+mod secret;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use raw::Capability;
+use raw::{RawConfig, RawExpert, RawExpertKind};
+pub use secret::Secret;
+
+/// The config served by `triage serve` without `--config`: local experts only, no keys.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../../policies/default.toml");
+/// Name shown in errors for the embedded default.
+pub const EMBEDDED_ORIGIN: &str = "<embedded policies/default.toml>";
+
+/// Loopback by default: exposing a gateway that holds provider keys is an explicit choice.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// OpenAI accepts large multimodal bodies; 4 MiB covers long chats without letting one
+/// client pin unbounded memory.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+/// Long enough for a typical streamed answer to finish after SIGTERM, short enough for
+/// Kubernetes' default 30 s termination grace period.
+pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 25_000;
+/// Three attempts ride out one flaky backend plus one fallback without tripling tail latency.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+pub const DEFAULT_BACKOFF_BASE_MS: u64 = 25;
+pub const DEFAULT_BACKOFF_MAX_MS: u64 = 1_000;
+/// Five consecutive failures is well past noise for a healthy backend.
+pub const DEFAULT_BREAKER_FAILURES: u32 = 5;
+pub const DEFAULT_BREAKER_COOLDOWN_MS: u64 = 30_000;
+pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 3_000;
+/// Time to first byte covers queueing and prompt processing upstream, which can be long
+/// for big prompts on busy servers.
+pub const DEFAULT_FIRST_BYTE_TIMEOUT_MS: u64 = 60_000;
+/// Long generations stream for minutes; the total bound only stops runaway requests.
+pub const DEFAULT_TOTAL_TIMEOUT_MS: u64 = 600_000;
+/// A small queue keeps waiting time bounded; beyond it a client gets 429 or the next expert.
+pub const DEFAULT_LOCAL_QUEUE_LIMIT: usize = 8;
+/// Where local model files named by a relative path live, unless `TRIAGE_MODELS_DIR` says.
+pub const DEFAULT_MODELS_DIR: &str = "models";
+pub const MODELS_DIR_ENV: &str = "TRIAGE_MODELS_DIR";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {file}: {source}")]
+    Io { file: String, source: std::io::Error },
+    #[error("{file}:{line}:{column}: at `{path}`: {message}")]
+    Parse { file: String, line: usize, column: usize, path: String, message: String },
+    #[error("{file}: at `{path}`: {message}")]
+    Invalid { file: String, path: String, message: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this came from (or [`EMBEDDED_ORIGIN`]), for error messages.
+    pub origin: String,
+    pub server: ServerConfig,
+    pub resilience: Resilience,
+    pub experts: Vec<ExpertConfig>,
+    pub models: Vec<VirtualModelConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub max_body_bytes: usize,
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Resilience {
+    pub max_attempts: u32,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    pub breaker_failures: u32,
+    pub breaker_cooldown: Duration,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Price {
+    pub input_per_mtok: f64,
+    pub output_per_mtok: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ExpertConfig {
+    pub name: String,
+    pub capabilities: Vec<Capability>,
+    pub price: Price,
+    pub kind: ExpertKind,
+}
+
+impl ExpertConfig {
+    pub fn supports(&self, cap: Capability) -> bool {
+        self.capabilities.contains(&cap)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum ExpertKind {
+    OpenAi(RemoteConfig),
+    Local(LocalSettings),
+}
+
+#[derive(Debug, Clone)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub first_byte: Duration,
+    pub total: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct RemoteConfig {
+    /// Without a trailing slash, e.g. `http://127.0.0.1:8000/v1`.
+    pub base_url: String,
+    pub model: String,
+    pub api_key: Option<Secret>,
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    pub timeouts: Timeouts,
+}
+
+#[derive(Debug, Clone)]
+pub struct LocalSettings {
+    pub path: PathBuf,
+    pub arch: Option<String>,
+    pub device: String,
+    pub context_length: Option<usize>,
+    pub threads: Option<usize>,
+    pub queue_limit: usize,
+    pub weights: Option<String>,
+    pub tokenizer: Option<PathBuf>,
+    pub chat_template: Option<String>,
+    pub timeouts: Timeouts,
+}
+
+#[derive(Debug, Clone)]
+pub struct VirtualModelConfig {
+    pub name: String,
+    pub experts: Vec<String>,
+}
+
+/// Reads and validates a config file.
+pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { file: file.clone(), source })?;
+    load_str(&text, &file)
+}
+
+/// The embedded default config.
+pub fn embedded_default() -> Result<Config, ConfigError> {
+    load_str(EMBEDDED_DEFAULT, EMBEDDED_ORIGIN)
+}
+
+/// Parses and validates config text; `origin` names it in errors.
+pub fn load_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
+    let raw = parse(text, origin)?;
+    Validator { file: origin, env: &|k| std::env::var(k).ok() }.config(raw)
+}
+
+fn parse(text: &str, origin: &str) -> Result<RawConfig, ConfigError> {
+    let parse_error = |err: &toml::de::Error, path: String| {
+        let (line, column) = err.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
+        ConfigError::Parse { file: origin.to_string(), line, column, path, message: err.message().to_string() }
+    };
+    let de = toml::Deserializer::parse(text).map_err(|e| parse_error(&e, String::from(".")))?;
+    serde_path_to_error::deserialize(de).map_err(|e| parse_error(e.inner(), e.path().to_string()))
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+struct Validator<'a> {
+    file: &'a str,
+    env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Validator<'_> {
+    fn invalid(&self, path: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid { file: self.file.to_string(), path: path.into(), message: message.into() }
+    }
+
+    fn config(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let listen_text = raw.server.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+        let listen = listen_text.parse().map_err(|_| {
+            self.invalid("server.listen", format!("expected an address like 127.0.0.1:8080, got {listen_text:?}"))
+        })?;
+        let max_body_bytes = raw.server.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
+        if max_body_bytes < 1024 {
+            return Err(self.invalid("server.max_body_bytes", format!("must be at least 1024, got {max_body_bytes}")));
+        }
+        let server = ServerConfig {
+            listen,
+            max_body_bytes,
+            shutdown_grace: Duration::from_millis(raw.server.shutdown_grace_ms.unwrap_or(DEFAULT_SHUTDOWN_GRACE_MS)),
+        };
+        let r = raw.resilience;
+        let max_attempts = r.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS);
+        if max_attempts == 0 {
+            return Err(self.invalid("resilience.max_attempts", "must be at least 1, got 0"));
+        }
+        let breaker_failures = r.breaker_failures.unwrap_or(DEFAULT_BREAKER_FAILURES);
+        if breaker_failures == 0 {
+            return Err(self.invalid("resilience.breaker_failures", "must be at least 1, got 0"));
+        }
+        let resilience = Resilience {
+            max_attempts,
+            backoff_base: Duration::from_millis(r.backoff_base_ms.unwrap_or(DEFAULT_BACKOFF_BASE_MS)),
+            backoff_max: Duration::from_millis(r.backoff_max_ms.unwrap_or(DEFAULT_BACKOFF_MAX_MS)),
+            breaker_failures,
+            breaker_cooldown: Duration::from_millis(r.breaker_cooldown_ms.unwrap_or(DEFAULT_BREAKER_COOLDOWN_MS)),
+        };
+
+        let mut names = HashSet::new();
+        let mut experts = Vec::with_capacity(raw.experts.len());
+        for (i, e) in raw.experts.into_iter().enumerate() {
+            let path = format!("experts[{i}]");
+            if !names.insert(e.name.clone()) {
+                return Err(self.invalid(format!("{path}.name"), format!("duplicate name {:?}", e.name)));
+            }
+            experts.push(self.expert(&path, e)?);
+        }
+        let mut models = Vec::with_capacity(raw.models.len());
+        for (i, m) in raw.models.into_iter().enumerate() {
+            let path = format!("models[{i}]");
+            if !names.insert(m.name.clone()) {
+                return Err(self.invalid(
+                    format!("{path}.name"),
+                    format!("{:?} is already the name of an expert or another model", m.name),
+                ));
+            }
+            if m.experts.is_empty() {
+                return Err(self.invalid(format!("{path}.experts"), "needs at least one expert"));
+            }
+            for (j, name) in m.experts.iter().enumerate() {
+                let Some(expert) = experts.iter().find(|e| &e.name == name) else {
+                    return Err(self.invalid(format!("{path}.experts[{j}]"), format!("unknown expert {name:?}")));
+                };
+                if !expert.supports(Capability::Chat) {
+                    return Err(
+                        self.invalid(format!("{path}.experts[{j}]"), format!("expert {name:?} does not declare chat"))
+                    );
+                }
+            }
+            models.push(VirtualModelConfig { name: m.name, experts: m.experts });
+        }
+        Ok(Config { origin: self.file.to_string(), server, resilience, experts, models })
+    }
+
+    fn expert(&self, path: &str, e: RawExpert) -> Result<ExpertConfig, ConfigError> {
+        if e.name.is_empty() || e.name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(
+                self.invalid(format!("{path}.name"), format!("must be non-empty without spaces, got {:?}", e.name))
+            );
+        }
+        let t = &e.timeouts;
+        let ms = |v: Option<u64>, default: u64, key: &str| -> Result<Duration, ConfigError> {
+            match v.unwrap_or(default) {
+                0 => Err(self.invalid(format!("{path}.timeouts.{key}"), "must be greater than 0")),
+                n => Ok(Duration::from_millis(n)),
+            }
+        };
+        let timeouts = Timeouts {
+            connect: ms(t.connect_ms, DEFAULT_CONNECT_TIMEOUT_MS, "connect_ms")?,
+            first_byte: ms(t.first_byte_ms, DEFAULT_FIRST_BYTE_TIMEOUT_MS, "first_byte_ms")?,
+            total: ms(t.total_ms, DEFAULT_TOTAL_TIMEOUT_MS, "total_ms")?,
+        };
+        for (key, v) in [("input_per_mtok", e.price.input_per_mtok), ("output_per_mtok", e.price.output_per_mtok)] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(
+                    self.invalid(format!("{path}.price.{key}"), format!("must be a finite number >= 0, got {v}"))
+                );
+            }
+        }
+        let price = Price { input_per_mtok: e.price.input_per_mtok, output_per_mtok: e.price.output_per_mtok };
+        let kind_name = match e.kind {
+            RawExpertKind::Openai => "openai",
+            RawExpertKind::Local => "local",
+        };
+        let forbid = |present: bool, key: &str| -> Result<(), ConfigError> {
+            if present {
+                Err(self.invalid(format!("{path}.{key}"), format!("is not a key of kind = {kind_name:?}")))
+            } else {
+                Ok(())
+            }
+        };
+        let kind = match e.kind {
+            RawExpertKind::Openai => {
+                for (present, key) in [
+                    (e.path.is_some(), "path"),
+                    (e.arch.is_some(), "arch"),
+                    (e.device.is_some(), "device"),
+                    (e.context_length.is_some(), "context_length"),
+                    (e.threads.is_some(), "threads"),
+                    (e.queue_limit.is_some(), "queue_limit"),
+                    (e.weights.is_some(), "weights"),
+                    (e.tokenizer.is_some(), "tokenizer"),
+                    (e.chat_template.is_some(), "chat_template"),
+                ] {
+                    forbid(present, key)?;
+                }
+                let Some(base_url) = e.base_url else {
+                    return Err(self.invalid(format!("{path}.base_url"), "is required for kind = \"openai\""));
+                };
+                if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+                    return Err(self.invalid(
+                        format!("{path}.base_url"),
+                        format!("must start with http:// or https://, got {base_url:?}"),
+                    ));
+                }
+                let api_key = match &e.api_key_env {
+                    None => None,
+                    Some(var) => match (self.env)(var) {
+                        Some(v) if !v.is_empty() => Some(Secret::new(v)),
+                        _ => {
+                            return Err(self.invalid(
+                                format!("{path}.api_key_env"),
+                                format!("environment variable {var} is not set (it must hold the API key)"),
+                            ))
+                        }
+                    },
+                };
+                let mut headers = Vec::with_capacity(e.headers.len());
+                for (k, v) in &e.headers {
+                    let name = http::HeaderName::try_from(k.as_str())
+                        .map_err(|_| self.invalid(format!("{path}.headers.{k}"), "is not a valid header name"))?;
+                    let value = http::HeaderValue::try_from(v.as_str())
+                        .map_err(|_| self.invalid(format!("{path}.headers.{k}"), "is not a valid header value"))?;
+                    headers.push((name, value));
+                }
+                ExpertKind::OpenAi(RemoteConfig {
+                    base_url: base_url.trim_end_matches('/').to_string(),
+                    model: e.model.unwrap_or_else(|| e.name.clone()),
+                    api_key,
+                    headers,
+                    timeouts,
+                })
+            }
+            RawExpertKind::Local => {
+                for (present, key) in [
+                    (e.base_url.is_some(), "base_url"),
+                    (e.model.is_some(), "model"),
+                    (e.api_key_env.is_some(), "api_key_env"),
+                    (!e.headers.is_empty(), "headers"),
+                ] {
+                    forbid(present, key)?;
+                }
+                let Some(file) = e.path else {
+                    return Err(self.invalid(format!("{path}.path"), "is required for kind = \"local\""));
+                };
+                let queue_limit = e.queue_limit.unwrap_or(DEFAULT_LOCAL_QUEUE_LIMIT);
+                if queue_limit == 0 {
+                    return Err(self.invalid(format!("{path}.queue_limit"), "must be at least 1, got 0"));
+                }
+                if let Some(w) = &e.weights {
+                    if !matches!(w.as_str(), "quantized" | "f16" | "f32") {
+                        return Err(self.invalid(
+                            format!("{path}.weights"),
+                            format!("expected \"quantized\", \"f16\" or \"f32\", got {w:?}"),
+                        ));
+                    }
+                }
+                let device = e.device.unwrap_or_else(|| "cpu".to_string());
+                if !(device == "cpu" || device.strip_prefix("cuda:").is_some_and(|n| n.parse::<usize>().is_ok())) {
+                    return Err(self
+                        .invalid(format!("{path}.device"), format!("expected \"cpu\" or \"cuda:N\", got {device:?}")));
+                }
+                ExpertKind::Local(LocalSettings {
+                    path: self.model_path(&file),
+                    arch: e.arch,
+                    device,
+                    context_length: e.context_length,
+                    threads: e.threads,
+                    queue_limit,
+                    weights: e.weights,
+                    tokenizer: e.tokenizer.map(|t| self.model_path(&t)),
+                    chat_template: e.chat_template,
+                    timeouts,
+                })
+            }
+        };
+        let capabilities = e.capabilities.unwrap_or_else(|| vec![Capability::Chat]);
+        if matches!(kind, ExpertKind::Local(_)) && capabilities.contains(&Capability::Embeddings) {
+            return Err(self.invalid(format!("{path}.capabilities"), "local experts serve chat only"));
+        }
+        Ok(ExpertConfig { name: e.name, capabilities, price, kind })
+    }
+
+    /// Relative model paths resolve against the models folder, so one config works from
+    /// any working directory once `TRIAGE_MODELS_DIR` points at the weights.
+    fn model_path(&self, file: &str) -> PathBuf {
+        let p = PathBuf::from(file);
+        if p.is_absolute() {
+            return p;
+        }
+        let dir = (self.env)(MODELS_DIR_ENV).unwrap_or_else(|| DEFAULT_MODELS_DIR.to_string());
+        PathBuf::from(dir).join(p)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,174 @@
+//! The parts of a request body the gateway reads. Everything else stays in `body` and
+//! reaches the expert untouched (tools, response_format, logprobs, vendor extensions).
+
+use serde_json::{Map, Value};
+
+use crate::api::error::ApiError;
+
+pub struct ChatRequest {
+    pub model: String,
+    pub stream: bool,
+    pub include_usage: bool,
+    pub body: Map<String, Value>,
+}
+
+fn invalid(message: impl Into<String>, param: &str) -> ApiError {
+    ApiError::InvalidRequest { message: message.into(), param: Some(param.to_string()) }
+}
+
+fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => {
+            Err(ApiError::InvalidRequest { message: "The request body must be a JSON object.".into(), param: None })
+        }
+        Err(e) => Err(ApiError::InvalidRequest {
+            message: format!("We could not parse the JSON body of your request: {e}."),
+            param: None,
+        }),
+    }
+}
+
+fn model(body: &Map<String, Value>) -> Result<String, ApiError> {
+    match body.get("model") {
+        Some(Value::String(m)) if !m.is_empty() => Ok(m.clone()),
+        None => Err(invalid("Missing required parameter: 'model'.", "model")),
+        Some(v) => Err(invalid(
+            format!("Invalid type for 'model': expected a non-empty string, got {}.", type_name(v)),
+            "model",
+        )),
+    }
+}
+
+impl ChatRequest {
+    pub fn parse(raw: &[u8]) -> Result<Self, ApiError> {
+        let body = parse_object(raw)?;
+        let model = model(&body)?;
+        match body.get("messages") {
+            None => return Err(invalid("Missing required parameter: 'messages'.", "messages")),
+            Some(Value::Array(msgs)) if msgs.is_empty() => {
+                return Err(invalid(
+                    "Invalid 'messages': empty array. Expected an array with minimum length 1.",
+                    "messages",
+                ))
+            }
+            Some(Value::Array(msgs)) => {
+                for (i, m) in msgs.iter().enumerate() {
+                    match m.get("role") {
+                        Some(Value::String(_)) => {}
+                        Some(v) => {
+                            return Err(invalid(
+                                format!(
+                                    "Invalid type for 'messages[{i}].role': expected a string, got {}.",
+                                    type_name(v)
+                                ),
+                                &format!("messages[{i}].role"),
+                            ))
+                        }
+                        None if m.is_object() => {
+                            return Err(invalid(
+                                format!("Missing required parameter: 'messages[{i}].role'."),
+                                &format!("messages[{i}].role"),
+                            ))
+                        }
+                        None => {
+                            return Err(invalid(
+                                format!("Invalid type for 'messages[{i}]': expected an object, got {}.", type_name(m)),
+                                &format!("messages[{i}]"),
+                            ))
+                        }
+                    }
+                }
+            }
+            Some(v) => {
+                return Err(invalid(
+                    format!("Invalid type for 'messages': expected an array, got {}.", type_name(v)),
+                    "messages",
+                ))
+            }
+        }
+        let stream = match body.get("stream") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(v) => {
+                return Err(invalid(
+                    format!("Invalid type for 'stream': expected a boolean, got {}.", type_name(v)),
+                    "stream",
+                ))
+            }
+        };
+        let include_usage = match body.get("stream_options") {
+            None | Some(Value::Null) => false,
+            Some(Value::Object(o)) => match o.get("include_usage") {
+                None | Some(Value::Null) => false,
+                Some(Value::Bool(b)) => *b,
+                Some(v) => {
+                    return Err(invalid(
+                        format!(
+                            "Invalid type for 'stream_options.include_usage': expected a boolean, got {}.",
+                            type_name(v)
+                        ),
+                        "stream_options.include_usage",
+                    ))
+                }
+            },
+            Some(v) => {
+                return Err(invalid(
+                    format!("Invalid type for 'stream_options': expected an object, got {}.", type_name(v)),
+                    "stream_options",
+                ))
+            }
+        };
+        Ok(Self { model, stream, include_usage, body })
+    }
+
+    /// Sets `stream_options.include_usage = true`, keeping any other stream options.
+    pub fn request_usage(&mut self) {
+        let opts = self.body.entry("stream_options").or_insert_with(|| Value::Object(Map::new()));
+        if !opts.is_object() {
+            *opts = Value::Object(Map::new());
+        }
+        if let Value::Object(o) = opts {
+            o.insert("include_usage".into(), Value::Bool(true));
+        }
+    }
+
+    /// The chat messages (validated to be objects with a string `role`).
+    pub fn messages(&self) -> &[Value] {
+        self.body.get("messages").and_then(Value::as_array).map_or(&[], Vec::as_slice)
+    }
+}
+
+pub struct EmbeddingsRequest {
+    pub model: String,
+    pub body: Map<String, Value>,
+}
+
+impl EmbeddingsRequest {
+    pub fn parse(raw: &[u8]) -> Result<Self, ApiError> {
+        let body = parse_object(raw)?;
+        let model = model(&body)?;
+        match body.get("input") {
+            None => return Err(invalid("Missing required parameter: 'input'.", "input")),
+            Some(Value::String(_) | Value::Array(_)) => {}
+            Some(v) => {
+                return Err(invalid(
+                    format!("Invalid type for 'input': expected a string or an array, got {}.", type_name(v)),
+                    "input",
+                ))
+            }
+        }
+        Ok(Self { model, body })
+    }
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}

@@ -1,0 +1,235 @@
+//! Relays an expert's SSE stream to the client event by event, reading the token usage
+//! on the way and removing the usage event the gateway asked for on the client's behalf.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use futures::stream::BoxStream;
+use futures::Stream;
+
+use crate::api::error::stream_error_event;
+use crate::experts::{ExpertError, Usage};
+
+/// How a relayed stream ended; handed to the `on_finish` callback exactly once, also
+/// when the client goes away mid-stream (then `completed` is false).
+#[derive(Debug, Default, Clone)]
+pub struct RelayOutcome {
+    pub usage: Option<Usage>,
+    pub error: Option<&'static str>,
+    pub completed: bool,
+    pub first_event_at: Option<Instant>,
+}
+
+type OnFinish = Box<dyn FnOnce(RelayOutcome) + Send>;
+
+pub struct Relay {
+    upstream: BoxStream<'static, Result<Bytes, ExpertError>>,
+    strip_usage: bool,
+    partial: BytesMut,
+    outcome: RelayOutcome,
+    on_finish: Option<OnFinish>,
+    done: bool,
+}
+
+impl Relay {
+    pub fn new(
+        upstream: BoxStream<'static, Result<Bytes, ExpertError>>,
+        strip_usage: bool,
+        on_finish: impl FnOnce(RelayOutcome) + Send + 'static,
+    ) -> Self {
+        Self {
+            upstream,
+            strip_usage,
+            partial: BytesMut::new(),
+            outcome: RelayOutcome::default(),
+            on_finish: Some(Box::new(on_finish)),
+            done: false,
+        }
+    }
+
+    fn finish(&mut self) {
+        self.done = true;
+        if let Some(f) = self.on_finish.take() {
+            f(std::mem::take(&mut self.outcome));
+        }
+    }
+
+    /// Turns one upstream chunk into the bytes to forward now (possibly none, while an
+    /// event is incomplete).
+    fn process(&mut self, chunk: Bytes) -> Bytes {
+        if self.outcome.first_event_at.is_none() {
+            self.outcome.first_event_at = Some(Instant::now());
+        }
+        // Fast path: whole events with no usage in them pass through without a copy.
+        if self.partial.is_empty() && ends_with_event_boundary(&chunk) && !contains(&chunk, b"\"usage\"") {
+            return chunk;
+        }
+        self.partial.extend_from_slice(&chunk);
+        let mut out = BytesMut::new();
+        while let Some(end) = event_end(&self.partial) {
+            let event = self.partial.split_to(end).freeze();
+            if contains(&event, b"\"usage\"") {
+                if let Some(kept) = self.inspect_usage(&event) {
+                    out.extend_from_slice(&kept);
+                }
+            } else {
+                out.extend_from_slice(&event);
+            }
+        }
+        out.freeze()
+    }
+
+    /// Records the usage in `event`; returns the event to forward (None = drop it).
+    fn inspect_usage(&mut self, event: &Bytes) -> Option<Bytes> {
+        let Some(mut chunk) = parse_data(event) else { return Some(event.clone()) };
+        let usage = chunk.get("usage").filter(|u| !u.is_null()).cloned();
+        let Some(usage) = usage else { return Some(event.clone()) };
+        if let Ok(u) = serde_json::from_value::<Usage>(usage) {
+            self.outcome.usage = Some(u);
+        }
+        if !self.strip_usage {
+            return Some(event.clone());
+        }
+        let no_choices = chunk.get("choices").and_then(|c| c.as_array()).is_none_or(|c| c.is_empty());
+        if no_choices {
+            return None;
+        }
+        // Some servers put usage on the last content chunk: keep the content, drop the field.
+        chunk.remove("usage");
+        let json = serde_json::to_string(&chunk).ok()?;
+        Some(Bytes::from(format!("data: {json}\n\n")))
+    }
+}
+
+impl Stream for Relay {
+    type Item = Result<Bytes, Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            if self.done {
+                return Poll::Ready(None);
+            }
+            match self.upstream.as_mut().poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => {
+                    let rest = self.partial.split().freeze();
+                    self.outcome.completed = true;
+                    self.finish();
+                    if !rest.is_empty() {
+                        return Poll::Ready(Some(Ok(rest)));
+                    }
+                    return Poll::Ready(None);
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    tracing::warn!(error = %e, "Expert stream failed after the response started.");
+                    self.outcome.error = Some(e.kind());
+                    self.finish();
+                    return Poll::Ready(Some(Ok(stream_error_event(&e.to_string(), e.kind()))));
+                }
+                Poll::Ready(Some(Ok(chunk))) => {
+                    let out = self.process(chunk);
+                    if !out.is_empty() {
+                        return Poll::Ready(Some(Ok(out)));
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if self.on_finish.is_some() {
+            self.outcome.error = Some("client_disconnected");
+            self.finish();
+        }
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    memchr::memmem::find(haystack, needle).is_some()
+}
+
+fn ends_with_event_boundary(b: &[u8]) -> bool {
+    b.ends_with(b"\n\n") || b.ends_with(b"\r\n\r\n")
+}
+
+/// Length of the first complete event (including its blank-line terminator).
+fn event_end(buf: &[u8]) -> Option<usize> {
+    let lf = memchr::memmem::find(buf, b"\n\n").map(|i| i + 2);
+    let crlf = memchr::memmem::find(buf, b"\r\n\r\n").map(|i| i + 4);
+    match (lf, crlf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The JSON object in an event's `data:` line(s), if it is one.
+fn parse_data(event: &[u8]) -> Option<serde_json::Map<String, serde_json::Value>> {
+    let text = std::str::from_utf8(event).ok()?;
+    let data: String = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(|d| d.strip_prefix(' ').unwrap_or(d))
+        .collect::<Vec<_>>()
+        .join("\n");
+    serde_json::from_str(&data).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+    use std::sync::{Arc, Mutex};
+
+    async fn run(chunks: Vec<&'static str>, strip: bool) -> (String, RelayOutcome) {
+        let seen = Arc::new(Mutex::new(None));
+        let s = seen.clone();
+        let upstream = futures::stream::iter(chunks.into_iter().map(|c| Ok(Bytes::from(c)))).boxed();
+        let relay = Relay::new(upstream, strip, move |o| *s.lock().unwrap() = Some(o));
+        let out: Vec<_> = relay.map(|r| r.unwrap()).collect().await;
+        let text = out.iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect::<String>();
+        let outcome = seen.lock().unwrap().take().expect("on_finish called");
+        (text, outcome)
+    }
+
+    const USAGE: &str = "data: {\"id\":\"x\",\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2,\"total_tokens\":5}}\n\n";
+
+    #[tokio::test]
+    async fn strips_the_usage_event_the_client_did_not_ask_for_but_counts_it() {
+        let (text, o) =
+            run(vec!["data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n", USAGE, "data: [DONE]\n\n"], true)
+                .await;
+        assert!(!text.contains("usage"), "{text}");
+        assert!(text.ends_with("data: [DONE]\n\n"));
+        assert_eq!(o.usage.map(|u| u.total_tokens), Some(5));
+        assert!(o.completed);
+    }
+
+    #[tokio::test]
+    async fn keeps_usage_when_the_client_asked_and_joins_split_events() {
+        let (head, tail) = USAGE.split_at(20);
+        let (text, o) = run(vec![head, tail, "data: [DONE]\n\n"], false).await;
+        assert_eq!(text, format!("{USAGE}data: [DONE]\n\n"));
+        assert_eq!(o.usage.map(|u| u.prompt_tokens), Some(3));
+    }
+
+    #[tokio::test]
+    async fn a_mid_stream_failure_becomes_an_error_event_and_ends_the_stream() {
+        let upstream = futures::stream::iter(vec![
+            Ok(Bytes::from("data: {\"choices\":[]}\n\n")),
+            Err(ExpertError::Stream { expert: "e".into(), detail: "reset".into() }),
+            Ok(Bytes::from("data: never\n\n")),
+        ])
+        .boxed();
+        let relay = Relay::new(upstream, false, |_| {});
+        let out: Vec<_> = relay.map(|r| r.unwrap()).collect().await;
+        assert_eq!(out.len(), 2);
+        let err = String::from_utf8_lossy(&out[1]).into_owned();
+        assert!(err.starts_with("data: {\"error\":"), "{err}");
+        assert!(err.contains("reset"));
+    }
+}

@@ -1,0 +1,150 @@
+//! Experts: the models a request can be sent to, remote (OpenAI-compatible HTTP) or
+//! local (GGUF in-process), behind one call interface.
+
+pub mod breaker;
+pub mod remote;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ExpertConfig, ExpertKind, Resilience};
+use breaker::Breaker;
+
+/// Token counts as OpenAI reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    #[serde(default)]
+    pub completion_tokens: u64,
+    #[serde(default)]
+    pub total_tokens: u64,
+}
+
+/// Why an expert call failed. `retryable` decides whether the next expert is tried.
+#[derive(Debug, thiserror::Error)]
+pub enum ExpertError {
+    #[error("could not connect to expert {expert}: {detail}")]
+    Connect { expert: String, detail: String },
+    #[error("expert {expert} sent no response within {}ms", .after.as_millis())]
+    FirstByteTimeout { expert: String, after: Duration },
+    #[error("expert {expert} did not finish within {}ms", .after.as_millis())]
+    TotalTimeout { expert: String, after: Duration },
+    #[error("expert {expert} answered HTTP {status}")]
+    Status { expert: String, status: StatusCode, body: Bytes, retry_after: Option<http::HeaderValue> },
+    #[error("expert {expert} sent an invalid response: {detail}")]
+    Protocol { expert: String, detail: String },
+    #[error("expert {expert} is busy: its queue is full")]
+    Overloaded { expert: String, retry_after_secs: u64 },
+    #[error("expert {expert} is unavailable: {detail}")]
+    Unavailable { expert: String, detail: String },
+    #[error("expert {expert} failed: {detail}")]
+    Stream { expert: String, detail: String },
+}
+
+impl ExpertError {
+    /// Errors that say nothing about the request itself: another expert (or a later try)
+    /// may well succeed. Client errors (400, 404, 422, ...) are the client's to fix.
+    pub fn retryable(&self) -> bool {
+        match self {
+            Self::Status { status, .. } => {
+                status.is_server_error()
+                    || *status == StatusCode::TOO_MANY_REQUESTS
+                    // The gateway's key for that backend is wrong: another backend may work,
+                    // and the client must not be told its own key was refused.
+                    || *status == StatusCode::UNAUTHORIZED
+                    || *status == StatusCode::FORBIDDEN
+            }
+            Self::Connect { .. }
+            | Self::FirstByteTimeout { .. }
+            | Self::Protocol { .. }
+            | Self::Overloaded { .. }
+            | Self::Unavailable { .. } => true,
+            Self::TotalTimeout { .. } | Self::Stream { .. } => false,
+        }
+    }
+
+    /// Low-cardinality label for logs, metrics and the ledger.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Connect { .. } => "connect",
+            Self::FirstByteTimeout { .. } => "first_byte_timeout",
+            Self::TotalTimeout { .. } => "total_timeout",
+            Self::Status { status, .. } if *status == StatusCode::TOO_MANY_REQUESTS => "upstream_429",
+            Self::Status { status, .. } if status.is_server_error() => "upstream_5xx",
+            Self::Status { .. } => "upstream_4xx",
+            Self::Protocol { .. } => "protocol",
+            Self::Overloaded { .. } => "overloaded",
+            Self::Unavailable { .. } => "unavailable",
+            Self::Stream { .. } => "stream",
+        }
+    }
+}
+
+/// A chat answer before it is sent to the client.
+pub enum Reply {
+    /// A complete JSON body.
+    Json { body: Bytes, usage: Option<Usage> },
+    /// SSE bytes as they arrive (`data: {...}\n\n` events); the first item has already
+    /// been received, so committing to this expert is safe.
+    Stream { events: BoxStream<'static, Result<Bytes, ExpertError>> },
+}
+
+/// What a chat call needs besides the body.
+#[derive(Debug, Clone, Copy)]
+pub struct CallOptions {
+    pub stream: bool,
+}
+
+pub enum Backend {
+    Remote(remote::RemoteExpert),
+}
+
+/// One configured expert with its live state.
+pub struct Expert {
+    pub config: ExpertConfig,
+    pub breaker: Breaker,
+    pub backend: Backend,
+}
+
+impl Expert {
+    pub fn new(config: ExpertConfig, resilience: &Resilience) -> Result<Self, ExpertError> {
+        let backend = match &config.kind {
+            ExpertKind::OpenAi(remote) => Backend::Remote(remote::RemoteExpert::new(&config.name, remote)?),
+            ExpertKind::Local(_) => {
+                return Err(ExpertError::Unavailable {
+                    expert: config.name.clone(),
+                    detail: "local experts are not built into this binary yet".into(),
+                })
+            }
+        };
+        Ok(Self { breaker: Breaker::new(resilience.breaker_failures, resilience.breaker_cooldown), config, backend })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// Sends a chat request. `body` is the client's JSON object; the expert sets `model`
+    /// and whatever else its protocol needs.
+    pub async fn chat(
+        &self,
+        body: &serde_json::Map<String, serde_json::Value>,
+        opts: CallOptions,
+        trace: &[(http::HeaderName, http::HeaderValue)],
+    ) -> Result<Reply, ExpertError> {
+        match &self.backend {
+            Backend::Remote(r) => r.chat(body, opts, trace).await,
+        }
+    }
+
+    pub async fn embeddings(&self, body: &serde_json::Map<String, serde_json::Value>) -> Result<Bytes, ExpertError> {
+        match &self.backend {
+            Backend::Remote(r) => r.embeddings(body).await,
+        }
+    }
+}

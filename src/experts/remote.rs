@@ -1,0 +1,208 @@
+//! Remote experts: any OpenAI-compatible HTTP endpoint (vLLM, SGLang, Ollama,
+//! llama.cpp server, OpenAI, ...).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use http::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderMap, HeaderValue};
+use serde::Deserialize;
+use tokio::time::{timeout, timeout_at, Instant};
+
+use super::{CallOptions, ExpertError, Reply, Usage};
+use crate::config::{RemoteConfig, Timeouts};
+
+/// Keep-alive connections are the main saving of a proxy; idle ones are dropped after
+/// this long so a backend restart does not leave dead sockets in the pool for long.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Upper bound for reading an error body: it is only quoted back, never streamed.
+const ERROR_BODY_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct RemoteExpert {
+    name: String,
+    client: reqwest::Client,
+    chat_url: String,
+    embeddings_url: String,
+    model: serde_json::Value,
+    headers: HeaderMap,
+    timeouts: Timeouts,
+}
+
+impl RemoteExpert {
+    pub fn new(name: &str, cfg: &RemoteConfig) -> Result<Self, ExpertError> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(cfg.timeouts.connect)
+            .tcp_nodelay(true)
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .build()
+            .map_err(|e| ExpertError::Unavailable { expert: name.to_string(), detail: e.to_string() })?;
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        for (k, v) in &cfg.headers {
+            headers.insert(k.clone(), v.clone());
+        }
+        if let Some(key) = &cfg.api_key {
+            let mut v =
+                HeaderValue::try_from(format!("Bearer {}", key.expose())).map_err(|_| ExpertError::Unavailable {
+                    expert: name.to_string(),
+                    detail: "API key is not a valid header value".into(),
+                })?;
+            v.set_sensitive(true);
+            headers.insert(AUTHORIZATION, v);
+        }
+        Ok(Self {
+            name: name.to_string(),
+            client,
+            chat_url: format!("{}/chat/completions", cfg.base_url),
+            embeddings_url: format!("{}/embeddings", cfg.base_url),
+            model: serde_json::Value::String(cfg.model.clone()),
+            headers,
+            timeouts: cfg.timeouts.clone(),
+        })
+    }
+
+    pub async fn chat(
+        &self,
+        body: &serde_json::Map<String, serde_json::Value>,
+        opts: CallOptions,
+        trace: &[(http::HeaderName, http::HeaderValue)],
+    ) -> Result<Reply, ExpertError> {
+        let deadline = Instant::now() + self.timeouts.total;
+        let resp = self.send(&self.chat_url, body, trace).await?;
+        if !opts.stream {
+            let body = self.read_body(resp, deadline).await?;
+            let usage = parse_usage(&body).map_err(|detail| self.protocol(detail))?;
+            return Ok(Reply::Json { body, usage });
+        }
+        let is_sse = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("text/event-stream"));
+        if !is_sse {
+            // A backend that ignored `stream: true` (or an error page with status 200)
+            // would otherwise be relayed as a broken stream.
+            return Err(self.protocol("a streaming request was not answered with text/event-stream".into()));
+        }
+        let mut upstream = resp.bytes_stream();
+        let first = match timeout_at(deadline.min(Instant::now() + self.timeouts.first_byte), upstream.next()).await {
+            Err(_) => {
+                return Err(ExpertError::FirstByteTimeout {
+                    expert: self.name.clone(),
+                    after: self.timeouts.first_byte,
+                })
+            }
+            Ok(None) => return Err(self.protocol("the stream ended before its first event".into())),
+            Ok(Some(Err(e))) => return Err(self.connect(&e)),
+            Ok(Some(Ok(b))) => b,
+        };
+        let name = self.name.clone();
+        let total = self.timeouts.total;
+        let rest = deadline_stream(upstream, deadline, move |e| match e {
+            None => ExpertError::TotalTimeout { expert: name.clone(), after: total },
+            Some(e) => ExpertError::Stream { expert: name.clone(), detail: e.to_string() },
+        });
+        Ok(Reply::Stream { events: futures::stream::once(async move { Ok(first) }).chain(rest).boxed() })
+    }
+
+    pub async fn embeddings(&self, body: &serde_json::Map<String, serde_json::Value>) -> Result<Bytes, ExpertError> {
+        let deadline = Instant::now() + self.timeouts.total;
+        let resp = self.send(&self.embeddings_url, body, &[]).await?;
+        let body = self.read_body(resp, deadline).await?;
+        parse_usage(&body).map_err(|detail| self.protocol(detail))?;
+        Ok(body)
+    }
+
+    /// Sends the request and waits for the response head; non-2xx becomes an error.
+    async fn send(
+        &self,
+        url: &str,
+        body: &serde_json::Map<String, serde_json::Value>,
+        trace: &[(http::HeaderName, http::HeaderValue)],
+    ) -> Result<reqwest::Response, ExpertError> {
+        let mut body = body.clone();
+        body.insert("model".into(), self.model.clone());
+        let payload = serde_json::to_vec(&body).map_err(|e| self.protocol(e.to_string()))?;
+        let mut req = self.client.post(url).headers(self.headers.clone()).body(payload);
+        for (k, v) in trace {
+            req = req.header(k, v);
+        }
+        let resp = match timeout(self.timeouts.first_byte, req.send()).await {
+            Err(_) => {
+                return Err(ExpertError::FirstByteTimeout {
+                    expert: self.name.clone(),
+                    after: self.timeouts.first_byte,
+                })
+            }
+            Ok(Err(e)) => return Err(self.connect(&e)),
+            Ok(Ok(r)) => r,
+        };
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let retry_after = resp.headers().get(RETRY_AFTER).cloned();
+        let body = timeout(ERROR_BODY_TIMEOUT, resp.bytes()).await.ok().and_then(Result::ok).unwrap_or_default();
+        Err(ExpertError::Status { expert: self.name.clone(), status, body, retry_after })
+    }
+
+    async fn read_body(&self, resp: reqwest::Response, deadline: Instant) -> Result<Bytes, ExpertError> {
+        match timeout_at(deadline, resp.bytes()).await {
+            Err(_) => Err(ExpertError::TotalTimeout { expert: self.name.clone(), after: self.timeouts.total }),
+            Ok(Err(e)) => Err(ExpertError::Protocol {
+                expert: self.name.clone(),
+                detail: format!("reading the body failed: {e}"),
+            }),
+            Ok(Ok(b)) => Ok(b),
+        }
+    }
+
+    fn connect(&self, e: &reqwest::Error) -> ExpertError {
+        // reqwest's Display nests the cause; walk the chain so "connection refused" shows.
+        let mut detail = e.to_string();
+        let mut src = std::error::Error::source(e);
+        while let Some(s) = src {
+            detail.push_str(": ");
+            detail.push_str(&s.to_string());
+            src = s.source();
+        }
+        ExpertError::Connect { expert: self.name.clone(), detail }
+    }
+
+    fn protocol(&self, detail: String) -> ExpertError {
+        ExpertError::Protocol { expert: self.name.clone(), detail }
+    }
+}
+
+/// Parses the whole body (so malformed JSON is caught before the client sees it) and
+/// returns its `usage`, if any.
+pub fn parse_usage(body: &[u8]) -> Result<Option<Usage>, String> {
+    #[derive(Deserialize)]
+    struct WithUsage {
+        usage: Option<Usage>,
+    }
+    serde_json::from_slice::<WithUsage>(body).map(|w| w.usage).map_err(|e| format!("malformed JSON: {e}"))
+}
+
+/// Ends the stream with an error from `on_error(None)` at `deadline`, or with
+/// `on_error(Some(e))` when the upstream fails.
+fn deadline_stream<S, F>(
+    upstream: S,
+    deadline: Instant,
+    on_error: F,
+) -> impl Stream<Item = Result<Bytes, ExpertError>> + Send
+where
+    S: Stream<Item = Result<Bytes, reqwest::Error>> + Send + Unpin + 'static,
+    F: Fn(Option<reqwest::Error>) -> ExpertError + Send + 'static,
+{
+    futures::stream::unfold(Some((upstream, on_error)), move |state| async move {
+        let (mut upstream, on_error) = state?;
+        match timeout_at(deadline, upstream.next()).await {
+            Err(_) => Some((Err(on_error(None)), None)),
+            Ok(None) => None,
+            Ok(Some(Err(e))) => Some((Err(on_error(Some(e))), None)),
+            Ok(Some(Ok(b))) => Some((Ok(b), Some((upstream, on_error)))),
+        }
+    })
+}

@@ -1,0 +1,189 @@
+//! An in-process OpenAI-compatible backend with scripted failures.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use serde_json::{json, Value};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Behavior {
+    /// Answers correctly (JSON or SSE).
+    Ok,
+    /// HTTP 500 with an OpenAI-shaped body.
+    ServerError,
+    /// HTTP 429 with `Retry-After: 7`.
+    RateLimited,
+    /// HTTP 400 with an OpenAI-shaped body (a client error the gateway must not retry).
+    BadRequest,
+    /// Never answers.
+    Hang,
+    /// 200 with a body that is not JSON.
+    MalformedJson,
+    /// Streams two content events, then drops the connection.
+    ResetMidStream,
+}
+
+pub struct Mock {
+    pub addr: SocketAddr,
+    pub hits: Arc<AtomicUsize>,
+    pub bodies: Arc<Mutex<Vec<Value>>>,
+    pub headers: Arc<Mutex<Vec<HeaderMap>>>,
+    behavior: Arc<Mutex<Behavior>>,
+}
+
+#[derive(Clone)]
+struct MockState {
+    hits: Arc<AtomicUsize>,
+    bodies: Arc<Mutex<Vec<Value>>>,
+    headers: Arc<Mutex<Vec<HeaderMap>>>,
+    behavior: Arc<Mutex<Behavior>>,
+    name: &'static str,
+}
+
+/// The words the mock streams, one per event.
+pub const WORDS: [&str; 4] = ["Hello", " from", " the", " mock"];
+
+impl Mock {
+    pub async fn start(name: &'static str, behavior: Behavior) -> Mock {
+        let state = MockState {
+            hits: Arc::default(),
+            bodies: Arc::default(),
+            headers: Arc::default(),
+            behavior: Arc::new(Mutex::new(behavior)),
+            name,
+        };
+        let app = Router::new()
+            .route("/v1/chat/completions", post(chat))
+            .route("/v1/embeddings", post(embeddings))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Mock { addr, hits: state.hits, bodies: state.bodies, headers: state.headers, behavior: state.behavior }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    pub fn set(&self, b: Behavior) {
+        *self.behavior.lock().unwrap() = b;
+    }
+
+    pub fn last_body(&self) -> Value {
+        self.bodies.lock().unwrap().last().cloned().expect("the mock received a request")
+    }
+}
+
+async fn fail(state: &MockState) -> Option<Response> {
+    let behavior = *state.behavior.lock().unwrap();
+    let err = |status: StatusCode, msg: &str| {
+        (
+            status,
+            [("content-type", "application/json")],
+            json!({"error": {"message": msg, "type": "mock_error", "param": null, "code": null}}).to_string(),
+        )
+            .into_response()
+    };
+    match behavior {
+        Behavior::Ok | Behavior::ResetMidStream => None,
+        Behavior::ServerError => Some(err(StatusCode::INTERNAL_SERVER_ERROR, "mock exploded")),
+        Behavior::BadRequest => Some(err(StatusCode::BAD_REQUEST, "mock says the request is bad")),
+        Behavior::RateLimited => {
+            let mut r = err(StatusCode::TOO_MANY_REQUESTS, "slow down");
+            r.headers_mut().insert("retry-after", "7".parse().unwrap());
+            Some(r)
+        }
+        Behavior::Hang => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            None
+        }
+        Behavior::MalformedJson => Some(
+            (StatusCode::OK, [("content-type", "application/json")], "{\"id\": \"x\", \"choices\": [").into_response(),
+        ),
+    }
+}
+
+async fn chat(State(state): State<MockState>, headers: HeaderMap, body: Bytes) -> Response {
+    state.hits.fetch_add(1, Ordering::SeqCst);
+    let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    state.bodies.lock().unwrap().push(req.clone());
+    state.headers.lock().unwrap().push(headers);
+    if let Some(r) = fail(&state).await {
+        return r;
+    }
+    let model = req["model"].as_str().unwrap_or("").to_string();
+    let usage = json!({"prompt_tokens": 11, "completion_tokens": 4, "total_tokens": 15});
+    if req["stream"].as_bool() != Some(true) {
+        let body = json!({
+            "id": "chatcmpl-mock", "object": "chat.completion", "created": 1, "model": model,
+            "system_fingerprint": state.name,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": WORDS.concat()}, "finish_reason": "stop"}],
+            "usage": usage,
+        });
+        return ([("content-type", "application/json")], body.to_string()).into_response();
+    }
+    let include_usage = req["stream_options"]["include_usage"].as_bool() == Some(true);
+    let reset = *state.behavior.lock().unwrap() == Behavior::ResetMidStream;
+    let chunk = |delta: Value, finish: Value| {
+        json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1, "model": model,
+               "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+    };
+    let mut events = vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
+    events.extend(WORDS.iter().map(|w| chunk(json!({"content": w}), Value::Null)));
+    events.push(chunk(json!({}), json!("stop")));
+    if include_usage {
+        events.push(json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1, "model": model, "choices": [], "usage": usage}));
+    }
+    let stream = async_stream(events, reset);
+    Response::builder().header("content-type", "text/event-stream").body(Body::from_stream(stream)).unwrap()
+}
+
+/// Sends each event 5 ms apart, so a test can tell streaming from buffering.
+fn async_stream(events: Vec<Value>, reset: bool) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> {
+    futures::stream::unfold((events.into_iter(), 0usize, false), move |(mut it, n, done)| async move {
+        if done {
+            return None;
+        }
+        if n > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if reset && n == 3 {
+            return Some((
+                Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "mock reset")),
+                (it, n + 1, true),
+            ));
+        }
+        match it.next() {
+            Some(ev) => Some((Ok(Bytes::from(format!("data: {ev}\n\n"))), (it, n + 1, false))),
+            None => Some((Ok(Bytes::from_static(b"data: [DONE]\n\n")), (it, n + 1, true))),
+        }
+    })
+}
+
+async fn embeddings(State(state): State<MockState>, body: Bytes) -> Result<Response, Infallible> {
+    state.hits.fetch_add(1, Ordering::SeqCst);
+    let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    state.bodies.lock().unwrap().push(req.clone());
+    if let Some(r) = fail(&state).await {
+        return Ok(r);
+    }
+    let n = req["input"].as_array().map_or(1, Vec::len);
+    let data: Vec<Value> =
+        (0..n).map(|i| json!({"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]})).collect();
+    let body = json!({"object": "list", "data": data, "model": req["model"], "usage": {"prompt_tokens": 3, "total_tokens": 3}});
+    Ok(([("content-type", "application/json")], body.to_string()).into_response())
+}
