@@ -1,7 +1,11 @@
 //! Integration tests: one binary, one module per concern. Remote providers are the only
 //! thing mocked (in-process servers speaking OpenAI's wire format); everything Triage
 //! ships runs for real.
-#![expect(clippy::unwrap_used, clippy::expect_used, reason = "a failing test should stop at the first broken expectation")]
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a failing test should stop at the first broken expectation"
+)]
 
 mod mock;
 mod proxy;
