@@ -16,18 +16,40 @@ pub struct Cli {
 pub enum Command {
     /// Run the gateway.
     Serve {
-        /// Config file (TOML). Without it, the embedded default (local experts) is served.
+        /// Config/policy file or folder of *.toml files; repeatable. The files are
+        /// watched and hot-reloaded. Without it, the embedded default (local experts) is served.
         #[arg(long, short)]
-        config: Option<PathBuf>,
+        config: Vec<PathBuf>,
+        /// Do not watch the files; reload only on SIGHUP or `POST /admin/reload`.
+        #[arg(long)]
+        no_watch: bool,
         /// Listen address; overrides `server.listen`.
         #[arg(long)]
         listen: Option<SocketAddr>,
     },
     /// Validate a config file and exit (status 1 on error).
-    CheckConfig { file: PathBuf },
+    CheckConfig {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Routing policies.
+    Policy {
+        #[command(subcommand)]
+        cmd: PolicyCommand,
+    },
     /// Router training and evaluation.
     Router {
         #[command(subcommand)]
         cmd: crate::classifier::cli::RouterCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Validate policy files offline with the gateway's own code (status 1 on error).
+    Check {
+        /// Files or folders, validated together as the gateway would load them.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
     },
 }

@@ -9,6 +9,7 @@ pub mod config;
 pub mod dispatch;
 pub mod experts;
 pub mod local;
+pub mod reload;
 pub mod routing;
 pub mod server;
 pub mod state;

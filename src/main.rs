@@ -1,14 +1,17 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use triage::cli::{Cli, Command};
+use triage::cli::{Cli, Command, PolicyCommand};
+use triage::reload::{self, ReloadSource, SharedRouterFactory};
 use triage::{config, server, state::AppState};
 
 /// `RUST_LOG` overrides; the default shows the gateway's own decisions, not every crate's.
-const DEFAULT_LOG_FILTER: &str = "info,triage=info";
+const DEFAULT_LOG_FILTER: &str = "info";
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -16,38 +19,56 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Serve { config, listen } => serve(config, listen),
-        Command::CheckConfig { file } => {
-            let c = config::load_file(&file)?;
-            println!("{}: ok ({} experts, {} virtual models)", file.display(), c.experts.len(), c.models.len());
-            Ok(())
-        }
+        Command::Serve { config, listen, no_watch } => serve(config, listen, !no_watch),
+        Command::CheckConfig { files } | Command::Policy { cmd: PolicyCommand::Check { files } } => check(&files),
         Command::Router { cmd } => triage::classifier::cli::run(cmd),
     }
 }
 
-fn serve(path: Option<std::path::PathBuf>, listen: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
-    let mut config = match &path {
-        Some(p) => config::load_file(p)?,
-        None => config::embedded_default()?,
-    };
+fn check(files: &[PathBuf]) -> anyhow::Result<()> {
+    let c = config::load_paths(files)?;
+    println!(
+        "ok: {} (version {}, {} experts, {} virtual models)",
+        c.origin,
+        c.version,
+        c.experts.len(),
+        c.models.len()
+    );
+    Ok(())
+}
+
+fn serve(paths: Vec<PathBuf>, listen: Option<SocketAddr>, watch: bool) -> anyhow::Result<()> {
+    let mut config = if paths.is_empty() { config::embedded_default()? } else { config::load_paths(&paths)? };
     if let Some(addr) = listen {
         config.server.listen = addr;
     }
+    let server_cfg = config.server.clone();
+    let origin = config.origin.clone();
+    let routers: SharedRouterFactory = Arc::new(triage::routing::no_routers);
+    let source = (!paths.is_empty()).then(|| ReloadSource { paths: paths.clone(), routers: routers.clone() });
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
-        let state = Arc::new(AppState::new(&config)?);
-        let listener = tokio::net::TcpListener::bind(config.server.listen)
-            .await
-            .with_context(|| format!("binding {}", config.server.listen))?;
-        tracing::info!(
-            listen = %config.server.listen,
-            config = %config.origin,
-            experts = config.experts.len(),
-            models = config.models.len(),
-            "Triage is serving."
-        );
-        server::run(listener, state, server::shutdown_signal(), config.server.shutdown_grace).await?;
+        let state = Arc::new(AppState::new(config, &*routers, source)?);
+        let listener =
+            tokio::net::TcpListener::bind(server_cfg.listen).await.with_context(|| format!("binding {}", server_cfg.listen))?;
+        let _watcher = if watch { reload::watch(state.clone()).context("watching the config files")? } else { None };
+        spawn_sighup_reload(state.clone());
+        tracing::info!(listen = %server_cfg.listen, config = %origin, version = %state.snapshot.load().version(), "Triage is serving.");
+        server::run(listener, state, server::shutdown_signal(), server_cfg.shutdown_grace).await?;
         Ok(())
     })
+}
+
+/// SIGHUP reloads the config, as operators expect of a daemon.
+fn spawn_sighup_reload(state: Arc<AppState>) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+            tracing::warn!("Cannot listen for SIGHUP; reload with POST /admin/reload instead.");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            let _ = reload::reload(&state, "SIGHUP").await;
+        }
+    });
 }

@@ -4,26 +4,34 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwap;
 
-use crate::config::{Config, Resilience};
-use crate::experts::ExpertError;
-use crate::routing::Snapshot;
+use crate::config::Config;
+use crate::reload::{PolicyStatus, ReloadSource};
+use crate::routing::{BuildError, RouterFactory, Snapshot};
 
 pub struct AppState {
     /// The live experts and virtual models; swapped whole on reload.
     pub snapshot: ArcSwap<Snapshot>,
-    pub resilience: Resilience,
+    /// Fixed at start: the body-limit layer is built once.
     pub max_body_bytes: usize,
     /// Set on SIGTERM: `/ready` turns 503 so load balancers stop sending traffic.
     draining: AtomicBool,
+    pub reload_source: Option<ReloadSource>,
+    pub reload_lock: tokio::sync::Mutex<()>,
+    pub policy_status: std::sync::Mutex<PolicyStatus>,
 }
 
 impl AppState {
-    pub fn new(config: &Config) -> Result<Self, ExpertError> {
+    /// `source`: where to re-read the config on reload (None: it cannot change).
+    pub fn new(config: Config, routers: RouterFactory<'_>, source: Option<ReloadSource>) -> Result<Self, BuildError> {
+        let max_body_bytes = config.server.max_body_bytes;
+        let snapshot = Snapshot::build(config, None, routers)?;
         Ok(Self {
-            snapshot: ArcSwap::from_pointee(Snapshot::build(config)?),
-            resilience: config.resilience.clone(),
-            max_body_bytes: config.server.max_body_bytes,
+            policy_status: std::sync::Mutex::new(PolicyStatus::of(&snapshot)),
+            snapshot: ArcSwap::from_pointee(snapshot),
+            max_body_bytes,
             draining: AtomicBool::new(false),
+            reload_source: source,
+            reload_lock: tokio::sync::Mutex::new(()),
         })
     }
 

@@ -1,6 +1,7 @@
 //! The HTTP edge: routes, extraction, and mapping results to responses. Handlers stay
 //! thin; the work happens in `dispatch`.
 
+pub mod admin;
 pub mod error;
 
 use std::sync::Arc;
@@ -25,6 +26,9 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/models", get(models))
+        .route("/v1/route", post(admin::route))
+        .route("/admin/policies", get(admin::policies))
+        .route("/admin/reload", post(admin::reload))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .fallback(|| async { ApiError::RouteNotFound })

@@ -4,14 +4,16 @@
 //! [`ConfigError`] that names the file, the line and column, the key path and what was
 //! expected. Nothing half-valid is ever returned.
 
+mod policy;
 mod raw;
 mod secret;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use policy::{RouterRef, Split, TopP, Uncertainty, VirtualModelConfig, CATCH_ALL};
 pub use raw::Capability;
 use raw::{RawConfig, RawExpert, RawExpertKind};
 pub use secret::Secret;
@@ -47,6 +49,9 @@ pub const DEFAULT_LOCAL_QUEUE_LIMIT: usize = 8;
 /// Where local model files named by a relative path live, unless `TRIAGE_MODELS_DIR` says.
 pub const DEFAULT_MODELS_DIR: &str = "models";
 pub const MODELS_DIR_ENV: &str = "TRIAGE_MODELS_DIR";
+/// Where trained routers live (`routers/<name>/router.toml`), relative to the working directory.
+pub const DEFAULT_ROUTERS_DIR: &str = "routers";
+pub const ROUTERS_DIR_ENV: &str = "TRIAGE_ROUTERS_DIR";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -60,8 +65,12 @@ pub enum ConfigError {
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The file this came from (or [`EMBEDDED_ORIGIN`]), for error messages.
+    /// The files this came from (or [`EMBEDDED_ORIGIN`]), for messages.
     pub origin: String,
+    /// Hash of the files' names and contents: the policy version every record carries.
+    pub version: String,
+    /// Where `router = "name"` finds `name/router.toml`.
+    pub routers_dir: PathBuf,
     pub server: ServerConfig,
     pub resilience: Resilience,
     pub experts: Vec<ExpertConfig>,
@@ -90,7 +99,7 @@ pub struct Price {
     pub output_per_mtok: f64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ExpertConfig {
     pub name: String,
     pub capabilities: Vec<Capability>,
@@ -104,20 +113,20 @@ impl ExpertConfig {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ExpertKind {
     OpenAi(RemoteConfig),
     Local(LocalSettings),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Timeouts {
     pub connect: Duration,
     pub first_byte: Duration,
     pub total: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RemoteConfig {
     /// Without a trailing slash, e.g. `http://127.0.0.1:8000/v1`.
     pub base_url: String,
@@ -127,7 +136,7 @@ pub struct RemoteConfig {
     pub timeouts: Timeouts,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LocalSettings {
     pub path: PathBuf,
     pub arch: Option<String>,
@@ -141,17 +150,48 @@ pub struct LocalSettings {
     pub timeouts: Timeouts,
 }
 
-#[derive(Debug, Clone)]
-pub struct VirtualModelConfig {
-    pub name: String,
-    pub experts: Vec<String>,
+/// One config file's text and the name errors should use for it.
+pub struct Source {
+    pub file: String,
+    pub text: String,
 }
 
 /// Reads and validates a config file.
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
-    let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { file: file.clone(), source })?;
-    load_str(&text, &file)
+    load_paths(&[path.to_path_buf()])
+}
+
+/// Reads the files (a directory stands for its `*.toml` files, sorted) and validates
+/// them as one config: experts and virtual models from all files, `[server]`,
+/// `[resilience]` and `[routing]` from at most one.
+pub fn load_paths(paths: &[PathBuf]) -> Result<Config, ConfigError> {
+    let mut sources = Vec::new();
+    for path in expand(paths)? {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Io { file: file.clone(), source })?;
+        sources.push(Source { file, text });
+    }
+    load_sources(&sources)
+}
+
+/// The files `load_paths` reads, in order.
+pub fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ConfigError> {
+    let mut out = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let io = |source| ConfigError::Io { file: path.display().to_string(), source };
+            let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+                .map_err(io)?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.is_file())
+                .collect();
+            files.sort();
+            out.extend(files);
+        } else {
+            out.push(path.clone());
+        }
+    }
+    Ok(out)
 }
 
 /// The embedded default config.
@@ -161,8 +201,33 @@ pub fn embedded_default() -> Result<Config, ConfigError> {
 
 /// Parses and validates config text; `origin` names it in errors.
 pub fn load_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
-    let raw = parse(text, origin)?;
-    Validator { file: origin, env: &|k| std::env::var(k).ok() }.config(raw)
+    load_sources(&[Source { file: origin.to_string(), text: text.to_string() }])
+}
+
+/// Parses and validates several files as one config.
+pub fn load_sources(sources: &[Source]) -> Result<Config, ConfigError> {
+    load_sources_with_env(sources, &|k| std::env::var(k).ok())
+}
+
+fn load_sources_with_env(sources: &[Source], env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    let mut parsed = Vec::with_capacity(sources.len());
+    for src in sources {
+        parsed.push((src.file.as_str(), parse(&src.text, &src.file)?));
+    }
+    Validator { env }.config(parsed, version_hash(sources))
+}
+
+/// Identifies a config version: the same files with the same contents hash the same.
+fn version_hash(sources: &[Source]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for s in sources {
+        h.update(s.file.as_bytes());
+        h.update([0]);
+        h.update(s.text.as_bytes());
+        h.update([0]);
+    }
+    hex::encode(&h.finalize()[..8])
 }
 
 fn parse(text: &str, origin: &str) -> Result<RawConfig, ConfigError> {
@@ -183,92 +248,132 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 }
 
 struct Validator<'a> {
-    file: &'a str,
     env: &'a dyn Fn(&str) -> Option<String>,
 }
 
+fn invalid(file: &str, path: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { file: file.to_string(), path: path.into(), message: message.into() }
+}
+
+/// Takes the one file's section among many; two files setting it is an error.
+fn single<T>(file_sections: Vec<(&str, Option<T>)>, key: &str) -> Result<(String, Option<T>), ConfigError> {
+    let mut found: Option<(&str, T)> = None;
+    for (file, section) in file_sections {
+        if let Some(sec) = section {
+            if let Some((first, _)) = &found {
+                return Err(invalid(file, key, format!("is already set in {first}; set [{key}] in one file only")));
+            }
+            found = Some((file, sec));
+        }
+    }
+    Ok(match found {
+        Some((f, s)) => (f.to_string(), Some(s)),
+        None => (String::new(), None),
+    })
+}
+
 impl Validator<'_> {
-    fn invalid(&self, path: impl Into<String>, message: impl Into<String>) -> ConfigError {
-        ConfigError::Invalid { file: self.file.to_string(), path: path.into(), message: message.into() }
+    fn config(&self, files: Vec<(&str, RawConfig)>, version: String) -> Result<Config, ConfigError> {
+        let origin = files.iter().map(|(f, _)| *f).collect::<Vec<_>>().join(", ");
+        let mut servers = Vec::new();
+        let mut resiliences = Vec::new();
+        let mut routings = Vec::new();
+        let mut raw_experts = Vec::new();
+        let mut raw_models = Vec::new();
+        for (file, raw) in files {
+            servers.push((file, raw.server));
+            resiliences.push((file, raw.resilience));
+            routings.push((file, raw.routing));
+            raw_experts.extend(raw.experts.into_iter().enumerate().map(|(i, e)| (file, i, e)));
+            raw_models.extend(raw.models.into_iter().enumerate().map(|(i, m)| (file, i, m)));
+        }
+        let (server_file, server) = single(servers, "server")?;
+        let server = self.server(&server_file, server.unwrap_or_default())?;
+        let (res_file, resilience) = single(resiliences, "resilience")?;
+        let resilience = self.resilience(&res_file, resilience.unwrap_or_default())?;
+        let (_, routing) = single(routings, "routing")?;
+        let routers_dir = PathBuf::from(
+            routing
+                .and_then(|r| r.routers_dir)
+                .or_else(|| (self.env)(ROUTERS_DIR_ENV))
+                .unwrap_or_else(|| DEFAULT_ROUTERS_DIR.to_string()),
+        );
+
+        let mut names: HashMap<String, String> = HashMap::new();
+        let mut experts = Vec::with_capacity(raw_experts.len());
+        for (file, i, e) in raw_experts {
+            let path = format!("experts[{i}]");
+            if let Some(first) = names.insert(e.name.clone(), file.to_string()) {
+                return Err(invalid(
+                    file,
+                    format!("{path}.name"),
+                    format!("duplicate name {:?} (first defined in {first})", e.name),
+                ));
+            }
+            experts.push(self.expert(file, &path, e)?);
+        }
+        let mut models = Vec::with_capacity(raw_models.len());
+        for (file, i, m) in raw_models {
+            let path = format!("models[{i}]");
+            if let Some(first) = names.insert(m.name.clone(), file.to_string()) {
+                return Err(invalid(
+                    file,
+                    format!("{path}.name"),
+                    format!("{:?} is already the name of an expert or a model (in {first})", m.name),
+                ));
+            }
+            models.push(policy::validate(file, &path, m, &experts, &routers_dir)?);
+        }
+        policy::check_fallback_cycles(&models, &experts)?;
+        Ok(Config { origin, version, server, resilience, experts, models, routers_dir })
     }
 
-    fn config(&self, raw: RawConfig) -> Result<Config, ConfigError> {
-        let listen_text = raw.server.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+    fn server(&self, file: &str, raw: raw::RawServer) -> Result<ServerConfig, ConfigError> {
+        let listen_text = raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
         let listen = listen_text.parse().map_err(|_| {
-            self.invalid("server.listen", format!("expected an address like 127.0.0.1:8080, got {listen_text:?}"))
+            invalid(file, "server.listen", format!("expected an address like 127.0.0.1:8080, got {listen_text:?}"))
         })?;
-        let max_body_bytes = raw.server.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
+        let max_body_bytes = raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
         if max_body_bytes < 1024 {
-            return Err(self.invalid("server.max_body_bytes", format!("must be at least 1024, got {max_body_bytes}")));
+            return Err(invalid(file, "server.max_body_bytes", format!("must be at least 1024, got {max_body_bytes}")));
         }
-        let server = ServerConfig {
+        Ok(ServerConfig {
             listen,
             max_body_bytes,
-            shutdown_grace: Duration::from_millis(raw.server.shutdown_grace_ms.unwrap_or(DEFAULT_SHUTDOWN_GRACE_MS)),
-        };
-        let r = raw.resilience;
+            shutdown_grace: Duration::from_millis(raw.shutdown_grace_ms.unwrap_or(DEFAULT_SHUTDOWN_GRACE_MS)),
+        })
+    }
+
+    fn resilience(&self, file: &str, r: raw::RawResilience) -> Result<Resilience, ConfigError> {
         let max_attempts = r.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS);
         if max_attempts == 0 {
-            return Err(self.invalid("resilience.max_attempts", "must be at least 1, got 0"));
+            return Err(invalid(file, "resilience.max_attempts", "must be at least 1, got 0"));
         }
         let breaker_failures = r.breaker_failures.unwrap_or(DEFAULT_BREAKER_FAILURES);
         if breaker_failures == 0 {
-            return Err(self.invalid("resilience.breaker_failures", "must be at least 1, got 0"));
+            return Err(invalid(file, "resilience.breaker_failures", "must be at least 1, got 0"));
         }
-        let resilience = Resilience {
+        Ok(Resilience {
             max_attempts,
             backoff_base: Duration::from_millis(r.backoff_base_ms.unwrap_or(DEFAULT_BACKOFF_BASE_MS)),
             backoff_max: Duration::from_millis(r.backoff_max_ms.unwrap_or(DEFAULT_BACKOFF_MAX_MS)),
             breaker_failures,
             breaker_cooldown: Duration::from_millis(r.breaker_cooldown_ms.unwrap_or(DEFAULT_BREAKER_COOLDOWN_MS)),
-        };
-
-        let mut names = HashSet::new();
-        let mut experts = Vec::with_capacity(raw.experts.len());
-        for (i, e) in raw.experts.into_iter().enumerate() {
-            let path = format!("experts[{i}]");
-            if !names.insert(e.name.clone()) {
-                return Err(self.invalid(format!("{path}.name"), format!("duplicate name {:?}", e.name)));
-            }
-            experts.push(self.expert(&path, e)?);
-        }
-        let mut models = Vec::with_capacity(raw.models.len());
-        for (i, m) in raw.models.into_iter().enumerate() {
-            let path = format!("models[{i}]");
-            if !names.insert(m.name.clone()) {
-                return Err(self.invalid(
-                    format!("{path}.name"),
-                    format!("{:?} is already the name of an expert or another model", m.name),
-                ));
-            }
-            if m.experts.is_empty() {
-                return Err(self.invalid(format!("{path}.experts"), "needs at least one expert"));
-            }
-            for (j, name) in m.experts.iter().enumerate() {
-                let Some(expert) = experts.iter().find(|e| &e.name == name) else {
-                    return Err(self.invalid(format!("{path}.experts[{j}]"), format!("unknown expert {name:?}")));
-                };
-                if !expert.supports(Capability::Chat) {
-                    return Err(
-                        self.invalid(format!("{path}.experts[{j}]"), format!("expert {name:?} does not declare chat"))
-                    );
-                }
-            }
-            models.push(VirtualModelConfig { name: m.name, experts: m.experts });
-        }
-        Ok(Config { origin: self.file.to_string(), server, resilience, experts, models })
+        })
     }
 
-    fn expert(&self, path: &str, e: RawExpert) -> Result<ExpertConfig, ConfigError> {
+    fn expert(&self, file: &str, path: &str, e: RawExpert) -> Result<ExpertConfig, ConfigError> {
         if e.name.is_empty() || e.name.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(
-                self.invalid(format!("{path}.name"), format!("must be non-empty without spaces, got {:?}", e.name))
-            );
+            return Err(invalid(
+                file,
+                format!("{path}.name"),
+                format!("must be non-empty without spaces, got {:?}", e.name),
+            ));
         }
         let t = &e.timeouts;
         let ms = |v: Option<u64>, default: u64, key: &str| -> Result<Duration, ConfigError> {
             match v.unwrap_or(default) {
-                0 => Err(self.invalid(format!("{path}.timeouts.{key}"), "must be greater than 0")),
+                0 => Err(invalid(file, format!("{path}.timeouts.{key}"), "must be greater than 0")),
                 n => Ok(Duration::from_millis(n)),
             }
         };
@@ -279,9 +384,11 @@ impl Validator<'_> {
         };
         for (key, v) in [("input_per_mtok", e.price.input_per_mtok), ("output_per_mtok", e.price.output_per_mtok)] {
             if !(v.is_finite() && v >= 0.0) {
-                return Err(
-                    self.invalid(format!("{path}.price.{key}"), format!("must be a finite number >= 0, got {v}"))
-                );
+                return Err(invalid(
+                    file,
+                    format!("{path}.price.{key}"),
+                    format!("must be a finite number >= 0, got {v}"),
+                ));
             }
         }
         let price = Price { input_per_mtok: e.price.input_per_mtok, output_per_mtok: e.price.output_per_mtok };
@@ -291,7 +398,7 @@ impl Validator<'_> {
         };
         let forbid = |present: bool, key: &str| -> Result<(), ConfigError> {
             if present {
-                Err(self.invalid(format!("{path}.{key}"), format!("is not a key of kind = {kind_name:?}")))
+                Err(invalid(file, format!("{path}.{key}"), format!("is not a key of kind = {kind_name:?}")))
             } else {
                 Ok(())
             }
@@ -312,10 +419,11 @@ impl Validator<'_> {
                     forbid(present, key)?;
                 }
                 let Some(base_url) = e.base_url else {
-                    return Err(self.invalid(format!("{path}.base_url"), "is required for kind = \"openai\""));
+                    return Err(invalid(file, format!("{path}.base_url"), "is required for kind = \"openai\""));
                 };
                 if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
-                    return Err(self.invalid(
+                    return Err(invalid(
+                        file,
                         format!("{path}.base_url"),
                         format!("must start with http:// or https://, got {base_url:?}"),
                     ));
@@ -325,7 +433,8 @@ impl Validator<'_> {
                     Some(var) => match (self.env)(var) {
                         Some(v) if !v.is_empty() => Some(Secret::new(v)),
                         _ => {
-                            return Err(self.invalid(
+                            return Err(invalid(
+                                file,
                                 format!("{path}.api_key_env"),
                                 format!("environment variable {var} is not set (it must hold the API key)"),
                             ))
@@ -335,9 +444,9 @@ impl Validator<'_> {
                 let mut headers = Vec::with_capacity(e.headers.len());
                 for (k, v) in &e.headers {
                     let name = http::HeaderName::try_from(k.as_str())
-                        .map_err(|_| self.invalid(format!("{path}.headers.{k}"), "is not a valid header name"))?;
+                        .map_err(|_| invalid(file, format!("{path}.headers.{k}"), "is not a valid header name"))?;
                     let value = http::HeaderValue::try_from(v.as_str())
-                        .map_err(|_| self.invalid(format!("{path}.headers.{k}"), "is not a valid header value"))?;
+                        .map_err(|_| invalid(file, format!("{path}.headers.{k}"), "is not a valid header value"))?;
                     headers.push((name, value));
                 }
                 ExpertKind::OpenAi(RemoteConfig {
@@ -357,16 +466,17 @@ impl Validator<'_> {
                 ] {
                     forbid(present, key)?;
                 }
-                let Some(file) = e.path else {
-                    return Err(self.invalid(format!("{path}.path"), "is required for kind = \"local\""));
+                let Some(model_file) = e.path else {
+                    return Err(invalid(file, format!("{path}.path"), "is required for kind = \"local\""));
                 };
                 let queue_limit = e.queue_limit.unwrap_or(DEFAULT_LOCAL_QUEUE_LIMIT);
                 if queue_limit == 0 {
-                    return Err(self.invalid(format!("{path}.queue_limit"), "must be at least 1, got 0"));
+                    return Err(invalid(file, format!("{path}.queue_limit"), "must be at least 1, got 0"));
                 }
                 if let Some(w) = &e.weights {
                     if !matches!(w.as_str(), "quantized" | "f16" | "f32") {
-                        return Err(self.invalid(
+                        return Err(invalid(
+                            file,
                             format!("{path}.weights"),
                             format!("expected \"quantized\", \"f16\" or \"f32\", got {w:?}"),
                         ));
@@ -374,11 +484,14 @@ impl Validator<'_> {
                 }
                 let device = e.device.unwrap_or_else(|| "cpu".to_string());
                 if !(device == "cpu" || device.strip_prefix("cuda:").is_some_and(|n| n.parse::<usize>().is_ok())) {
-                    return Err(self
-                        .invalid(format!("{path}.device"), format!("expected \"cpu\" or \"cuda:N\", got {device:?}")));
+                    return Err(invalid(
+                        file,
+                        format!("{path}.device"),
+                        format!("expected \"cpu\" or \"cuda:N\", got {device:?}"),
+                    ));
                 }
                 ExpertKind::Local(LocalSettings {
-                    path: self.model_path(&file),
+                    path: self.model_path(&model_file),
                     arch: e.arch,
                     device,
                     context_length: e.context_length,
@@ -393,7 +506,7 @@ impl Validator<'_> {
         };
         let capabilities = e.capabilities.unwrap_or_else(|| vec![Capability::Chat]);
         if matches!(kind, ExpertKind::Local(_)) && capabilities.contains(&Capability::Embeddings) {
-            return Err(self.invalid(format!("{path}.capabilities"), "local experts serve chat only"));
+            return Err(invalid(file, format!("{path}.capabilities"), "local experts serve chat only"));
         }
         Ok(ExpertConfig { name: e.name, capabilities, price, kind })
     }

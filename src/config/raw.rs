@@ -10,14 +10,13 @@ use serde::Deserialize;
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
-    #[serde(default)]
-    pub server: RawServer,
-    #[serde(default)]
-    pub resilience: RawResilience,
+    pub server: Option<RawServer>,
+    pub resilience: Option<RawResilience>,
     #[serde(default)]
     pub experts: Vec<RawExpert>,
     #[serde(default)]
     pub models: Vec<RawVirtualModel>,
+    pub routing: Option<RawRouting>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -102,11 +101,65 @@ pub struct RawExpert {
     pub chat_template: Option<String>,
 }
 
-/// A routed virtual model: what a client names in `model` to let the gateway choose.
+/// A routed virtual model (a policy): what a client names in `model` to let the gateway
+/// choose.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawVirtualModel {
     pub name: String,
-    /// Ordered experts used when no category decides (and, for now, always).
+    /// A trained router under the routers folder (e.g. "default"), or "centroid" for a
+    /// router built from the `centroid` examples below. None: the static `experts` list.
+    pub router: Option<String>,
+    /// Ordered experts for requests no category decides (the catch-all when no router).
+    #[serde(default)]
     pub experts: Vec<String>,
+    /// The general expert for uncertain inputs (and when classification is unavailable).
+    pub fallback: Option<String>,
+    /// Category -> ordered experts. The key "*" is an explicit catch-all.
+    #[serde(default)]
+    pub categories: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    pub uncertainty: RawUncertainty,
+    pub top_p: Option<RawTopP>,
+    /// Send a share of one category's traffic to a candidate expert, for evaluation.
+    #[serde(default)]
+    pub split: Vec<RawSplit>,
+    /// For `router = "centroid"`: a handful of example prompts per category.
+    #[serde(default)]
+    pub centroid: BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawUncertainty {
+    /// Below this top probability the request goes to the fallback.
+    pub min_confidence: Option<f32>,
+    /// Above this normalized entropy (0..1) the request goes to the fallback.
+    pub max_entropy: Option<f32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTopP {
+    /// Take the smallest set of categories whose probabilities sum to at least `p`.
+    pub p: f32,
+    /// Experts from strongest to weakest; the strongest expert mapped by any category in
+    /// the set wins. Defaults to the order of `experts`.
+    #[serde(default)]
+    pub strength: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSplit {
+    pub category: String,
+    pub expert: String,
+    pub percent: f32,
+}
+
+/// `[routing]`: where routers live.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouting {
+    pub routers_dir: Option<String>,
 }

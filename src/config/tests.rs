@@ -5,8 +5,7 @@ fn load(text: &str) -> Result<Config, ConfigError> {
         "TEST_KEY" => Some("sk-test".to_string()),
         _ => None,
     };
-    let raw = parse(text, "test.toml")?;
-    Validator { file: "test.toml", env: &env }.config(raw)
+    load_sources_with_env(&[Source { file: "test.toml".into(), text: text.into() }], &env)
 }
 
 const REMOTE: &str = r#"
@@ -75,4 +74,84 @@ fn the_embedded_default_is_valid() {
     let c = embedded_default().unwrap();
     assert!(c.models.iter().any(|m| m.name == "triage"));
     assert!(c.experts.iter().all(|e| matches!(e.kind, ExpertKind::Local(_))));
+}
+
+/// A router folder with the given labels, as `router = "r"` expects it.
+fn routers(labels: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("r")).unwrap();
+    let list: Vec<String> = labels.iter().map(|l| format!("{l:?}")).collect();
+    std::fs::write(dir.path().join("r/router.toml"), format!("labels = [{}]\n", list.join(", "))).unwrap();
+    dir
+}
+
+fn routed(dir: &tempfile::TempDir, model: &str) -> String {
+    format!("{REMOTE}[[experts]]\nname = \"b\"\nkind = \"openai\"\nbase_url = \"http://x/v1\"\n[routing]\nrouters_dir = {:?}\n{model}", dir.path().display().to_string())
+}
+
+#[test]
+fn a_routed_model_validates_against_the_router_labels() {
+    let dir = routers(&["coding", "math"]);
+    let ok = routed(&dir, "[[models]]\nname = \"m\"\nrouter = \"r\"\nfallback = \"a\"\n[models.categories]\ncoding = [\"b\", \"a\"]\nmath = [\"a\"]\n");
+    let c = load(&ok).unwrap();
+    assert_eq!(c.models[0].categories["coding"], ["b", "a"]);
+
+    let unknown_cat = ok.replace("math = ", "maths = ");
+    let err = load(&unknown_cat).unwrap_err().to_string();
+    assert!(err.contains("models[0].categories.maths") && err.contains("no category \"maths\""), "{err}");
+
+    let unmapped = ok.replace("math = [\"a\"]\n", "");
+    let err = load(&unmapped).unwrap_err().to_string();
+    assert!(err.contains("categories left unmapped: math"), "{err}");
+    let catch_all = ok.replace("math = [\"a\"]\n", "\"*\" = [\"a\"]\n");
+    assert!(load(&catch_all).is_ok(), "an explicit catch-all maps the rest");
+
+    let unknown_expert = ok.replace("coding = [\"b\", \"a\"]", "coding = [\"b\", \"zz\"]");
+    let err = load(&unknown_expert).unwrap_err().to_string();
+    assert!(err.contains("models[0].categories.coding[1]") && err.contains("unknown expert \"zz\""), "{err}");
+
+    let bad_threshold = format!("{ok}[models.uncertainty]\nmin_confidence = 1.5\n");
+    let err = load(&bad_threshold).unwrap_err().to_string();
+    assert!(err.contains("uncertainty.min_confidence") && err.contains("between 0 and 1, got 1.5"), "{err}");
+
+    let no_fallback = ok.replace("fallback = \"a\"\n", "");
+    assert!(load(&no_fallback).unwrap_err().to_string().contains("needs a fallback"));
+}
+
+#[test]
+fn fallback_cycles_are_rejected() {
+    let dir = routers(&["x"]);
+    let m = |name: &str, fb: &str| {
+        format!(
+            "[[models]]\nname = \"{name}\"\nrouter = \"r\"\nfallback = \"{fb}\"\n[models.categories]\nx = [\"a\"]\n"
+        )
+    };
+    let text = routed(&dir, &format!("{}{}", m("m1", "m2"), m("m2", "m1")));
+    let err = load(&text).unwrap_err().to_string();
+    assert!(err.contains("cycle: m1 -> m2 -> m1"), "{err}");
+    let chain = routed(&dir, &format!("{}{}", m("m1", "m2"), m("m2", "a")));
+    assert!(load(&chain).is_ok());
+}
+
+#[test]
+fn files_merge_and_errors_name_the_file() {
+    let a = Source { file: "experts.toml".into(), text: REMOTE.into() };
+    let b =
+        Source { file: "policy.toml".into(), text: "[[models]]\nname = \"v\"\nexperts = [\"a\", \"nope\"]\n".into() };
+    let env = |_: &str| Some("k".to_string());
+    let err = load_sources_with_env(&[a, b], &env).unwrap_err().to_string();
+    assert!(err.starts_with("policy.toml: at `models[0].experts[1]`"), "{err}");
+    let twice = Source { file: "two.toml".into(), text: "[server]\n".into() };
+    let once = Source { file: "one.toml".into(), text: "[server]\n".into() };
+    let err = load_sources_with_env(&[once, twice], &env).unwrap_err().to_string();
+    assert!(err.contains("two.toml") && err.contains("already set in one.toml"), "{err}");
+}
+
+#[test]
+fn the_version_hash_follows_the_content() {
+    let a = load(REMOTE).unwrap().version;
+    let b = load(&format!("{REMOTE}\n")).unwrap().version;
+    assert_eq!(a.len(), 16);
+    assert_ne!(a, b);
+    assert_eq!(a, load(REMOTE).unwrap().version);
 }

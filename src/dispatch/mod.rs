@@ -39,7 +39,8 @@ impl From<RouteError> for ApiError {
 pub async fn chat(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Response, ApiError> {
     let mut req = ChatRequest::parse(body)?;
     let snapshot = state.snapshot.load_full();
-    let decision = snapshot.route(&req.model)?;
+    let request_hash = req.prompt_hash();
+    let decision = snapshot.route(&req.model, || crate::routing::prompt_text(req.messages()), request_hash).await?;
     let strip_usage = req.stream && !req.include_usage;
     if strip_usage {
         // Usage is what the ledger and the metrics count; ask for it and hide it again.
@@ -47,7 +48,7 @@ pub async fn chat(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<
     }
     let trace = trace_headers(headers);
     let opts = CallOptions { stream: req.stream };
-    let (expert, reply) = attempt_all(&snapshot, &state.resilience, &decision, |e| {
+    let (expert, reply) = attempt_all(&snapshot, &decision, |e| {
         let body = &req.body;
         let trace = &trace;
         async move {
@@ -89,14 +90,8 @@ pub async fn embeddings(state: &AppState, body: &[u8]) -> Result<Response, ApiEr
     if !expert.config.supports(Capability::Embeddings) {
         return Err(ApiError::Unsupported { model: req.model, what: "embeddings" });
     }
-    let decision = Decision {
-        model: req.model.clone(),
-        experts: vec![req.model.clone()],
-        category: None,
-        confidence: None,
-        reasons: vec![],
-    };
-    let (expert, body) = attempt_all(&snapshot, &state.resilience, &decision, |e| {
+    let decision = snapshot.route(&req.model, String::new, 0).await?;
+    let (expert, body) = attempt_all(&snapshot, &decision, |e| {
         let body = &req.body;
         async move { e.embeddings(body).await }
     })
@@ -112,7 +107,6 @@ pub async fn embeddings(state: &AppState, body: &[u8]) -> Result<Response, ApiEr
 /// a retry can never duplicate output. Breakers skip experts that keep failing.
 async fn attempt_all<T, F, Fut>(
     snapshot: &Snapshot,
-    resilience: &Resilience,
     decision: &Decision,
     mut call: F,
 ) -> Result<(Arc<Expert>, T), ApiError>
@@ -120,6 +114,7 @@ where
     F: FnMut(Arc<Expert>) -> Fut,
     Fut: std::future::Future<Output = Result<T, ExpertError>>,
 {
+    let resilience = snapshot.resilience();
     let candidates: Vec<Arc<Expert>> = decision.experts.iter().filter_map(|n| snapshot.expert(n).cloned()).collect();
     let mut last_error = None;
     let mut attempts = 0u32;

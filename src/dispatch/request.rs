@@ -133,6 +133,17 @@ impl ChatRequest {
         }
     }
 
+    /// A stable hash of the messages: places the request in traffic splits (the same
+    /// prompt always lands on the same side) and identifies it in the ledger.
+    pub fn prompt_hash(&self) -> u64 {
+        use sha2::{Digest, Sha256};
+        let json = serde_json::to_vec(self.messages()).unwrap_or_default();
+        let digest = Sha256::digest(&json);
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        u64::from_be_bytes(first)
+    }
+
     /// The chat messages (validated to be objects with a string `role`).
     pub fn messages(&self) -> &[Value] {
         self.body.get("messages").and_then(Value::as_array).map_or(&[], Vec::as_slice)

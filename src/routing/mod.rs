@@ -1,16 +1,42 @@
 //! Routing: turns a request's `model` into an ordered list of experts plus the reasons.
 //!
-//! A [`Snapshot`] holds the experts and virtual models of one config version. It is
-//! immutable; a reload builds a new one and swaps it in atomically, and a request keeps
-//! the snapshot it started with.
+//! A [`Snapshot`] holds the experts, virtual models and routers of one config version.
+//! It is immutable; a reload builds a new one (reusing unchanged experts and routers)
+//! and swaps it in atomically, and a request keeps the snapshot it started with.
+
+pub mod decide;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
+use futures::future::BoxFuture;
 use serde::Serialize;
 
-use crate::config::Config;
+use crate::config::{Config, Resilience, RouterRef, VirtualModelConfig};
 use crate::experts::{Expert, ExpertError};
+use decide::{map, Probabilities};
+
+/// A router as routing sees it: labels, and an async classification that never runs on
+/// the caller's thread.
+pub trait Classify: Send + Sync {
+    fn labels(&self) -> &[String];
+    /// Category probabilities aligned with `labels()`, or why there are none (for
+    /// example a full queue: the request then goes to the fallback, and is counted).
+    fn classify(&self, text: String) -> BoxFuture<'_, Result<Classified, String>>;
+}
+
+#[derive(Debug, Clone)]
+pub struct Classified {
+    pub probs: Vec<f32>,
+    /// Which stage of the cascade decided (for explanations and metrics).
+    pub stage: &'static str,
+    pub elapsed: Duration,
+}
+
+/// Builds the router a policy names. Supplied by the caller so routing does not know
+/// how classifiers are loaded.
+pub type RouterFactory<'a> = &'a (dyn Fn(&RouterRef) -> Result<Arc<dyn Classify>, String> + Sync);
 
 /// The routing decision for one request, explained.
 #[derive(Debug, Clone, Serialize)]
@@ -22,9 +48,19 @@ pub struct Decision {
     /// Set when a classifier chose the category.
     pub category: Option<String>,
     pub confidence: Option<f32>,
+    /// The most probable categories, best first.
+    pub top_categories: Vec<(String, f32)>,
     /// Human-readable reasons, in the order they applied.
     pub reasons: Vec<String>,
+    /// The uncertainty rule (or an unavailable classifier) chose the fallback.
+    pub fallback: bool,
+    pub classifier_stage: Option<&'static str>,
+    pub classify_micros: Option<u64>,
+    pub policy_version: String,
 }
+
+/// How many categories a decision reports with their probabilities.
+const TOP_CATEGORIES: usize = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RouteError {
@@ -32,32 +68,51 @@ pub enum RouteError {
     UnknownModel(String),
 }
 
-/// A routed virtual model.
-#[derive(Debug, Clone)]
-pub struct VirtualModel {
-    pub name: String,
-    pub experts: Vec<String>,
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Expert(#[from] ExpertError),
+    #[error("model {model:?}: cannot load its router: {detail}")]
+    Router { model: String, detail: String },
 }
 
 pub struct Snapshot {
+    pub config: Config,
     experts: Vec<Arc<Expert>>,
     by_name: HashMap<String, usize>,
-    models: Vec<VirtualModel>,
+    routers: HashMap<String, Arc<dyn Classify>>,
 }
 
 impl Snapshot {
-    /// Builds the experts (HTTP clients, local workers) of a validated config.
-    pub fn build(config: &Config) -> Result<Self, ExpertError> {
-        let resilience = &config.resilience;
+    /// Builds the experts (HTTP clients, local workers) and routers of a validated
+    /// config. Experts and routers whose config did not change are taken over from
+    /// `previous`, with their state (breakers, loaded weights).
+    pub fn build(config: Config, previous: Option<&Snapshot>, routers: RouterFactory<'_>) -> Result<Self, BuildError> {
         let mut experts = Vec::with_capacity(config.experts.len());
         let mut by_name = HashMap::with_capacity(config.experts.len());
         for (i, e) in config.experts.iter().enumerate() {
-            experts.push(Arc::new(Expert::new(e.clone(), resilience)?));
+            let reused = previous.and_then(|p| p.expert(&e.name)).filter(|old| old.config == *e);
+            let expert = match reused {
+                Some(old) => old.clone(),
+                None => Arc::new(Expert::new(e.clone(), &config.resilience)?),
+            };
+            experts.push(expert);
             by_name.insert(e.name.clone(), i);
         }
-        let models =
-            config.models.iter().map(|m| VirtualModel { name: m.name.clone(), experts: m.experts.clone() }).collect();
-        Ok(Self { experts, by_name, models })
+        let mut built: HashMap<String, Arc<dyn Classify>> = HashMap::new();
+        for m in &config.models {
+            let Some(r) = &m.router else { continue };
+            let reused = previous.and_then(|p| {
+                let old = p.config.models.iter().find(|o| o.name == m.name)?;
+                (old.router.as_ref() == Some(r)).then(|| p.routers.get(&m.name).cloned()).flatten()
+            });
+            let router = match reused {
+                Some(r) => r,
+                None => routers(r).map_err(|detail| BuildError::Router { model: m.name.clone(), detail })?,
+            };
+            built.insert(m.name.clone(), router);
+        }
+        Ok(Self { config, experts, by_name, routers: built })
     }
 
     pub fn expert(&self, name: &str) -> Option<&Arc<Expert>> {
@@ -68,32 +123,118 @@ impl Snapshot {
         &self.experts
     }
 
-    pub fn virtual_models(&self) -> &[VirtualModel] {
-        &self.models
+    pub fn virtual_models(&self) -> &[VirtualModelConfig] {
+        &self.config.models
+    }
+
+    pub fn resilience(&self) -> &Resilience {
+        &self.config.resilience
+    }
+
+    pub fn version(&self) -> &str {
+        &self.config.version
+    }
+
+    /// The experts a fallback name stands for: itself if it is an expert, else the
+    /// named virtual model's own fallback chain or static list.
+    fn fallback_experts(&self, name: &str) -> Vec<String> {
+        if self.by_name.contains_key(name) {
+            return vec![name.to_string()];
+        }
+        match self.config.models.iter().find(|m| m.name == name) {
+            // Validation rejected cycles, so this terminates.
+            Some(vm) => match &vm.fallback {
+                Some(f) => {
+                    let mut out = self.fallback_experts(f);
+                    out.extend(vm.experts.iter().filter(|e| !out.contains(e)).cloned().collect::<Vec<_>>());
+                    out
+                }
+                None => vm.experts.clone(),
+            },
+            None => Vec::new(),
+        }
     }
 
     /// Decides which experts serve a chat request for `model`.
     ///
     /// An expert's own name goes straight to it; a virtual model's name is routed. The
     /// decision depends only on the request and this snapshot, never on other requests.
-    pub fn route(&self, model: &str) -> Result<Decision, RouteError> {
-        if self.by_name.contains_key(model) {
-            return Ok(Decision {
-                model: model.to_string(),
-                experts: vec![model.to_string()],
-                category: None,
-                confidence: None,
-                reasons: vec![format!("model names expert {model:?} directly")],
-            });
-        }
-        let vm =
-            self.models.iter().find(|m| m.name == model).ok_or_else(|| RouteError::UnknownModel(model.to_string()))?;
-        Ok(Decision {
+    pub async fn route(
+        &self,
+        model: &str,
+        prompt: impl FnOnce() -> String,
+        request_hash: u64,
+    ) -> Result<Decision, RouteError> {
+        let mut decision = Decision {
             model: model.to_string(),
-            experts: vm.experts.clone(),
+            experts: Vec::new(),
             category: None,
             confidence: None,
-            reasons: vec![format!("virtual model {model:?} has no router: its static expert list applies")],
-        })
+            top_categories: Vec::new(),
+            reasons: Vec::new(),
+            fallback: false,
+            classifier_stage: None,
+            classify_micros: None,
+            policy_version: self.config.version.clone(),
+        };
+        if self.by_name.contains_key(model) {
+            decision.experts = vec![model.to_string()];
+            decision.reasons.push(format!("model names expert {model:?} directly"));
+            return Ok(decision);
+        }
+        let vm = self
+            .config
+            .models
+            .iter()
+            .find(|m| m.name == model)
+            .ok_or_else(|| RouteError::UnknownModel(model.to_string()))?;
+        let Some(router) = self.routers.get(&vm.name) else {
+            decision.experts = vm.experts.clone();
+            decision.reasons.push(format!("virtual model {model:?} has no router: its static expert list applies"));
+            return Ok(decision);
+        };
+        let classified = router.classify(prompt()).await;
+        let fallback = |f: &str| self.fallback_experts(f);
+        let mapped = match &classified {
+            Ok(c) => {
+                decision.classifier_stage = Some(c.stage);
+                decision.classify_micros = Some(c.elapsed.as_micros() as u64);
+                let probs = Probabilities { labels: router.labels(), probs: &c.probs };
+                let mut ranked: Vec<(String, f32)> =
+                    router.labels().iter().cloned().zip(c.probs.iter().copied()).collect();
+                ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+                ranked.truncate(TOP_CATEGORIES);
+                decision.top_categories = ranked;
+                map(vm, Ok(&probs), request_hash, &fallback)
+            }
+            Err(why) => {
+                tracing::warn!(model = %model, reason = %why, "No classification; using the fallback.");
+                map(vm, Err(why.as_str()), request_hash, &fallback)
+            }
+        };
+        decision.experts = mapped.experts;
+        decision.category = mapped.category;
+        decision.confidence = mapped.confidence;
+        decision.reasons = mapped.reasons;
+        decision.fallback = mapped.fallback;
+        Ok(decision)
     }
+}
+
+/// Router factory for configs without routers (and a clear error if one appears).
+pub fn no_routers(r: &RouterRef) -> Result<Arc<dyn Classify>, String> {
+    Err(format!("router {r:?} cannot be loaded: this gateway was started without classifier support"))
+}
+
+/// What a router classifies: the latest user turn (placeholder until the classifier's
+/// own context-aware version is wired in).
+pub fn prompt_text(messages: &[serde_json::Value]) -> String {
+    messages
+        .iter()
+        .rev()
+        .find(|m| m.get("role").and_then(|r| r.as_str()) == Some("user"))
+        .and_then(|m| m.get("content"))
+        .and_then(|c| c.as_str())
+        .unwrap_or_default()
+        .to_string()
 }

@@ -9,5 +9,6 @@
 
 mod mock;
 mod proxy;
+mod reload;
 mod sdk;
 mod support;

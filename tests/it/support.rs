@@ -12,6 +12,7 @@ pub struct Gateway {
     pub state: Arc<AppState>,
     stop: Option<oneshot::Sender<()>>,
     pub task: tokio::task::JoinHandle<std::io::Result<()>>,
+    watcher: Option<notify::RecommendedWatcher>,
 }
 
 impl Gateway {
@@ -21,7 +22,25 @@ impl Gateway {
 
     pub async fn start_with_grace(config_text: &str, grace: Duration) -> Gateway {
         let config = config::load_str(config_text, "test.toml").unwrap_or_else(|e| panic!("config: {e}"));
-        let state = Arc::new(AppState::new(&config).unwrap_or_else(|e| panic!("state: {e}")));
+        let state = Arc::new(
+            AppState::new(config, &triage::routing::no_routers, None).unwrap_or_else(|e| panic!("state: {e}")),
+        );
+        Self::serve(state, grace).await
+    }
+
+    /// A gateway on config files that are watched and hot-reloaded, as `triage serve --config`.
+    pub async fn start_files(paths: &[std::path::PathBuf]) -> Gateway {
+        let config = config::load_paths(paths).unwrap_or_else(|e| panic!("config: {e}"));
+        let routers: triage::reload::SharedRouterFactory = Arc::new(triage::routing::no_routers);
+        let source = triage::reload::ReloadSource { paths: paths.to_vec(), routers: routers.clone() };
+        let state = Arc::new(AppState::new(config, &*routers, Some(source)).unwrap_or_else(|e| panic!("state: {e}")));
+        let watcher = triage::reload::watch(state.clone()).unwrap();
+        let mut gw = Self::serve(state, Duration::from_secs(5)).await;
+        gw.watcher = watcher;
+        gw
+    }
+
+    async fn serve(state: Arc<AppState>, grace: Duration) -> Gateway {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
@@ -37,11 +56,16 @@ impl Gateway {
             )
             .await
         });
-        Gateway { addr, state, stop: Some(tx), task }
+        Gateway { addr, state, stop: Some(tx), task, watcher: None }
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// Stops watching the files (so a test can prove another trigger reloads).
+    pub fn stop_watching(&mut self) {
+        self.watcher = None;
     }
 
     /// Sends the shutdown signal (like SIGTERM).

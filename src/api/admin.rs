@@ -1,0 +1,68 @@
+//! Operator endpoints: policy status and reload, routing explanations.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use super::error::ApiError;
+use super::{body_or_error, with_request_id};
+use crate::dispatch::request::ChatRequest;
+use crate::reload;
+use crate::state::AppState;
+
+/// `GET /admin/policies`: the active version, when it was loaded, and the last rejected edit.
+pub async fn policies(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
+    let status = state.policy_status.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    let snap = state.snapshot.load();
+    let models: Vec<_> = snap
+        .virtual_models()
+        .iter()
+        .map(|m| {
+            json!({
+                "name": m.name, "file": m.file,
+                "router": m.router.as_ref().map(|r| match r {
+                    crate::config::RouterRef::Trained { name, .. } => name.clone(),
+                    crate::config::RouterRef::Centroid { .. } => "centroid".to_string(),
+                }),
+                "experts": m.experts, "fallback": m.fallback, "categories": m.categories,
+            })
+        })
+        .collect();
+    Json(json!({"status": status, "models": models}))
+}
+
+/// `POST /admin/reload`: 200 with the new version, or 422 with the validation error
+/// (the previous version keeps serving).
+pub async fn reload(State(state): State<Arc<AppState>>) -> Response {
+    match reload::reload(&state, "admin api").await {
+        Ok(r) => Json(json!({"version": r.version, "changed": r.changed})).into_response(),
+        Err(e) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({"error": {"message": e, "type": "invalid_request_error", "param": null, "code": "invalid_config"}})),
+        )
+            .into_response(),
+    }
+}
+
+/// `POST /v1/route`: explains the routing decision for a chat request without calling
+/// any expert.
+pub async fn route(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
+    let result = async {
+        let body = body_or_error(body, state.max_body_bytes)?;
+        let req = ChatRequest::parse(&body)?;
+        let snapshot = state.snapshot.load_full();
+        let decision = snapshot
+            .route(&req.model, || crate::routing::prompt_text(req.messages()), req.prompt_hash())
+            .await
+            .map_err(ApiError::from)?;
+        Ok::<_, ApiError>(Json(decision).into_response())
+    }
+    .await;
+    with_request_id(result)
+}
