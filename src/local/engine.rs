@@ -336,8 +336,3 @@ impl Engine {
     }
 }
 
-#[cfg(test)]
-impl Engine {
-    pub fn model_reset(&mut self) { self.model.reset() }
-    pub fn model_forward(&mut self, ids: &[u32], pos: usize) -> candle_core::Result<candle_core::Tensor> { self.model.forward(ids, pos) }
-}

@@ -344,8 +344,9 @@ impl StreamDecoder {
         Ok(None)
     }
 
-    /// Whatever is still held back (an incomplete character at the very end of generation is
-    /// emitted as U+FFFD, as a full decode would render it).
+    /// Whatever is still held back when generation ends. Trailing bytes of a character the
+    /// model never finished are dropped rather than emitted as U+FFFD, so a delta is never a
+    /// broken character.
     pub fn finish(&mut self, tokenizer: &Tokenizer) -> Result<Option<String>, String> {
         let prefix = tokenizer
             .decode(&self.ids[self.prefix_offset..self.read_offset], true)
@@ -357,7 +358,7 @@ impl StreamDecoder {
         self.read_offset = self.ids.len();
         Ok(full
             .get(prefix.len()..)
-            .filter(|d| !d.is_empty() && full.starts_with(&prefix))
+            .filter(|d| !d.is_empty() && !d.ends_with('\u{FFFD}') && full.starts_with(&prefix))
             .map(str::to_string))
     }
 
