@@ -39,7 +39,14 @@ pub struct Outcome {
     pub finish_reason: FinishReason,
     pub prompt_tokens: u32,
     pub completion_tokens: u32,
-    /// Generated ids (the stop token excluded), for tests and debugging.
+    /// Generated ids (the stop token excluded).
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "read by tests to compare streamed text with a full decode"
+        )
+    )]
     pub ids: Vec<u32>,
 }
 
@@ -76,7 +83,9 @@ pub fn parse_device(spec: &str) -> Result<Device, LocalError> {
             if cfg!(feature = "cuda") {
                 Device::new_cuda(n).map_err(|e| err(e.to_string()))
             } else {
-                Err(err("this binary was built without the `cuda` cargo feature".into()))
+                Err(err(
+                    "this binary was built without the `cuda` cargo feature".into(),
+                ))
             }
         }
         _ => Err(err("expected `cpu` or `cuda:N`".into())),
@@ -99,11 +108,17 @@ impl Engine {
                 })?;
                 let len = file.metadata().map(|m| m.len() as usize).unwrap_or(0);
                 let mut reader = std::io::BufReader::new(file);
-                (Self::load_from(name, cfg, &origin, &mut reader, &device)?, len)
+                (
+                    Self::load_from(name, cfg, &origin, &mut reader, &device)?,
+                    len,
+                )
             }
             Source::Bytes(bytes) => {
                 let mut reader = Cursor::new(bytes);
-                (Self::load_from(name, cfg, &origin, &mut reader, &device)?, bytes.len())
+                (
+                    Self::load_from(name, cfg, &origin, &mut reader, &device)?,
+                    bytes.len(),
+                )
             }
         };
         let mut engine = engine;
@@ -335,4 +350,3 @@ impl Engine {
         })
     }
 }
-

@@ -247,7 +247,10 @@ impl GenRequest {
                 return bad(param, format!("must be in [-2, 2], got {v}"));
             }
         }
-        if let Some(r) = self.repetition_penalty.filter(|r| !(*r > 0.0 && r.is_finite())) {
+        if let Some(r) = self
+            .repetition_penalty
+            .filter(|r| !(*r > 0.0 && r.is_finite()))
+        {
             return bad("repetition_penalty", format!("must be > 0, got {r}"));
         }
         Ok(())
@@ -462,7 +465,11 @@ fn run_job(name: &str, engine: &mut engine::Engine, job: Job) {
     let result = engine.generate(
         &req,
         // Blocking send is fine: this is the expert's own thread, never a tokio worker.
-        |text| events.blocking_send(GenEvent::Delta(text.to_string())).is_ok(),
+        |text| {
+            events
+                .blocking_send(GenEvent::Delta(text.to_string()))
+                .is_ok()
+        },
         || !events.is_closed(),
     );
     match result {

@@ -57,7 +57,11 @@ impl Sampler {
     }
 
     fn apply_penalties(&self, logits: &mut [f32], context: &[u32]) {
-        if let Some(p) = self.params.repetition_penalty.filter(|p| *p != 1.0 && *p > 0.0) {
+        if let Some(p) = self
+            .params
+            .repetition_penalty
+            .filter(|p| *p != 1.0 && *p > 0.0)
+        {
             let start = context.len().saturating_sub(REPETITION_WINDOW);
             let mut seen: Vec<u32> = context[start..].to_vec();
             seen.sort_unstable();
@@ -241,7 +245,10 @@ mod tests {
 
     #[test]
     fn stop_string_spanning_chunks_is_never_emitted() {
-        assert_eq!(run(&["END"], &["abc E", "N", "D more"]), ("abc ".into(), true));
+        assert_eq!(
+            run(&["END"], &["abc E", "N", "D more"]),
+            ("abc ".into(), true)
+        );
         assert_eq!(run(&["\n\n"], &["one\n", "\ntwo"]), ("one".into(), true));
     }
 
@@ -263,12 +270,20 @@ mod tests {
             frequency_penalty: None,
             repetition_penalty: None,
         };
-        assert_eq!(Sampler::new(params(None, 1)).sample(&mut logits.clone(), &[]), 1);
+        assert_eq!(
+            Sampler::new(params(None, 1)).sample(&mut logits.clone(), &[]),
+            1
+        );
         let draw = |seed| {
             let mut s = Sampler::new(params(Some(1.0), seed));
-            (0..20).map(|_| s.sample(&mut logits.clone(), &[])).collect::<Vec<_>>()
+            (0..20)
+                .map(|_| s.sample(&mut logits.clone(), &[]))
+                .collect::<Vec<_>>()
         };
         assert_eq!(draw(7), draw(7));
-        assert!(draw(7).iter().all(|id| *id == 1 || *id == 2), "top-k/top-p keep only 1 and 2");
+        assert!(
+            draw(7).iter().all(|id| *id == 1 || *id == 2),
+            "top-k/top-p keep only 1 and 2"
+        );
     }
 }

@@ -28,7 +28,9 @@ use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence as PreSequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
-use tokenizers::{AddedToken, DecoderWrapper, PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer};
+use tokenizers::{
+    AddedToken, DecoderWrapper, PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer,
+};
 
 use super::LocalError;
 
@@ -53,8 +55,7 @@ const END_OF_TURN_TEXTS: &[&str] = &[
 
 /// Regexes per `tokenizer.ggml.pre`, copied from llama.cpp `llm_tokenizer_bpe` (each applied
 /// in turn; byte-level mapping follows).
-const GPT2_REGEX: &str =
-    r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
+const GPT2_REGEX: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
 const LLAMA3_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 const QWEN2_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
@@ -75,7 +76,10 @@ impl TokenizerBundle {
     /// the template did not already render it (llama.cpp `common_chat_templates_apply` strips the
     /// duplicate the same way).
     pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>, String> {
-        let enc = self.tokenizer.encode(text, false).map_err(|e| e.to_string())?;
+        let enc = self
+            .tokenizer
+            .encode(text, false)
+            .map_err(|e| e.to_string())?;
         let mut ids = enc.get_ids().to_vec();
         if let (true, Some((bos, _))) = (self.add_bos, &self.bos) {
             if ids.first() != Some(bos) {
@@ -88,7 +92,9 @@ impl TokenizerBundle {
 
 fn md_strings<'a>(md: &'a HashMap<String, Value>, key: &str) -> Option<Vec<&'a str>> {
     let arr = md.get(key)?.to_vec().ok()?;
-    arr.iter().map(|v| v.to_string().ok().map(String::as_str)).collect()
+    arr.iter()
+        .map(|v| v.to_string().ok().map(String::as_str))
+        .collect()
 }
 
 fn md_i32s(md: &HashMap<String, Value>, key: &str) -> Option<Vec<i32>> {
@@ -103,7 +109,9 @@ fn md_f32s(md: &HashMap<String, Value>, key: &str) -> Option<Vec<f32>> {
 
 fn md_u32(md: &HashMap<String, Value>, key: &str) -> Option<u32> {
     let v = md.get(key)?;
-    v.to_u32().ok().or_else(|| v.to_i32().ok().map(|x| x as u32))
+    v.to_u32()
+        .ok()
+        .or_else(|| v.to_i32().ok().map(|x| x as u32))
 }
 
 fn md_bool(md: &HashMap<String, Value>, key: &str) -> Option<bool> {
@@ -121,14 +129,16 @@ pub fn build(
         reason,
     };
     let tokens = md_strings(md, "tokenizer.ggml.tokens");
-    let model = md.get("tokenizer.ggml.model").and_then(|v| v.to_string().ok());
+    let model = md
+        .get("tokenizer.ggml.model")
+        .and_then(|v| v.to_string().ok());
     let tokenizer = match tokenizer_json {
         Some(path) => Tokenizer::from_file(path)
             .map_err(|e| err(format!("cannot load {}: {e}", path.display())))?,
         None => {
-            let tokens = tokens
-                .as_ref()
-                .ok_or_else(|| err("GGUF has no `tokenizer.ggml.tokens`; configure `tokenizer`".into()))?;
+            let tokens = tokens.as_ref().ok_or_else(|| {
+                err("GGUF has no `tokenizer.ggml.tokens`; configure `tokenizer`".into())
+            })?;
             let types = md_i32s(md, "tokenizer.ggml.token_type")
                 .unwrap_or_else(|| vec![TOKEN_TYPE_NORMAL; tokens.len()]);
             let add_space_prefix = md_bool(md, "tokenizer.ggml.add_space_prefix");
@@ -160,8 +170,10 @@ pub fn build(
             .and_then(|t| t.get(id as usize).map(|s| s.to_string()))
             .or_else(|| tokenizer.id_to_token(id))
     };
-    let bos = md_u32(md, "tokenizer.ggml.bos_token_id").and_then(|id| token_text(id).map(|t| (id, t)));
-    let eos = md_u32(md, "tokenizer.ggml.eos_token_id").and_then(|id| token_text(id).map(|t| (id, t)));
+    let bos =
+        md_u32(md, "tokenizer.ggml.bos_token_id").and_then(|id| token_text(id).map(|t| (id, t)));
+    let eos =
+        md_u32(md, "tokenizer.ggml.eos_token_id").and_then(|id| token_text(id).map(|t| (id, t)));
     let add_bos = md_bool(md, "tokenizer.ggml.add_bos_token")
         // llama.cpp: SentencePiece vocabularies add BOS unless told otherwise, BPE ones do not.
         .unwrap_or(model.map(String::as_str) == Some("llama"));
@@ -212,22 +224,38 @@ fn gpt2_bpe(
         .map_err(|e| format!("invalid BPE vocabulary: {e}"))?;
     let mut tok = Tokenizer::new(bpe);
     let split = |re: &str| -> Result<PreTokenizerWrapper, String> {
-        Split::new(SplitPattern::Regex(re.into()), SplitDelimiterBehavior::Isolated, false)
-            .map(PreTokenizerWrapper::Split)
-            .map_err(|e| e.to_string())
+        Split::new(
+            SplitPattern::Regex(re.into()),
+            SplitDelimiterBehavior::Isolated,
+            false,
+        )
+        .map(PreTokenizerWrapper::Split)
+        .map_err(|e| e.to_string())
     };
     let byte_level_plain = PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, false));
     let byte_level_gpt2 = PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, true));
     let pre_tokenizer = match pre.unwrap_or("default") {
         // llama.cpp groups these: single digits first, then the GPT-2 regex.
         "smollm" | "starcoder" | "refact" | "command-r" | "codeshell" | "exaone" | "minerva" => {
-            PreSequence::new(vec![PreTokenizerWrapper::Digits(Digits::new(true)), byte_level_gpt2])
+            PreSequence::new(vec![
+                PreTokenizerWrapper::Digits(Digits::new(true)),
+                byte_level_gpt2,
+            ])
         }
-        "llama-bpe" | "llama3" | "falcon3" => PreSequence::new(vec![split(LLAMA3_REGEX)?, byte_level_plain]),
-        "qwen2" | "deepseek-r1-qwen" => PreSequence::new(vec![split(QWEN2_REGEX)?, byte_level_plain]),
-        "gpt-2" | "gpt2" | "default" => PreSequence::new(vec![split(GPT2_REGEX)?, byte_level_plain]),
+        "llama-bpe" | "llama3" | "falcon3" => {
+            PreSequence::new(vec![split(LLAMA3_REGEX)?, byte_level_plain])
+        }
+        "qwen2" | "deepseek-r1-qwen" => {
+            PreSequence::new(vec![split(QWEN2_REGEX)?, byte_level_plain])
+        }
+        "gpt-2" | "gpt2" | "default" => {
+            PreSequence::new(vec![split(GPT2_REGEX)?, byte_level_plain])
+        }
         other => {
-            tracing::warn!(pre = other, "Unknown `tokenizer.ggml.pre`; using the GPT-2 pre-tokenizer.");
+            tracing::warn!(
+                pre = other,
+                "Unknown `tokenizer.ggml.pre`; using the GPT-2 pre-tokenizer."
+            );
             PreSequence::new(vec![split(GPT2_REGEX)?, byte_level_plain])
         }
     };
@@ -243,7 +271,11 @@ fn sentencepiece_bpe(
     add_space_prefix: bool,
 ) -> Result<Tokenizer, String> {
     if scores.len() != tokens.len() {
-        return Err(format!("{} scores for {} tokens", scores.len(), tokens.len()));
+        return Err(format!(
+            "{} scores for {} tokens",
+            scores.len(),
+            tokens.len()
+        ));
     }
     let vocab = vocab_map(tokens);
     let mut merges: Vec<(f32, u32, &str, &str)> = Vec::new();
@@ -334,7 +366,10 @@ impl StreamDecoder {
             .decode(&self.ids[self.prefix_offset..], true)
             .map_err(|e| e.to_string())?;
         if full.len() > prefix.len() && !full.ends_with('\u{FFFD}') {
-            if let Some(delta) = full.get(prefix.len()..).filter(|_| full.starts_with(&prefix)) {
+            if let Some(delta) = full
+                .get(prefix.len()..)
+                .filter(|_| full.starts_with(&prefix))
+            {
                 let delta = delta.to_string();
                 self.prefix_offset = self.read_offset;
                 self.read_offset = self.ids.len();

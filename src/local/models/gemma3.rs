@@ -77,16 +77,20 @@ impl Model {
         let n_layer = src.md_usize(&format!("{p}.block_count"))?;
         let hidden = src.md_usize(&format!("{p}.embedding_length"))?;
         let head_dim = src.md_usize_or(&format!("{p}.attention.key_length"), hidden / n_head);
-        let eps = src.md_f32_or(&format!("{p}.attention.layer_norm_rms_epsilon"), DEFAULT_RMS_EPS)
-            as f64;
+        let eps = src.md_f32_or(
+            &format!("{p}.attention.layer_norm_rms_epsilon"),
+            DEFAULT_RMS_EPS,
+        ) as f64;
         let sliding_window = src.md_usize(&format!("{p}.attention.sliding_window"))?;
         let pattern = src.md_usize_or(
             &format!("{p}.attention.sliding_window_pattern"),
             DEFAULT_SLIDING_WINDOW_PATTERN,
         );
         let global_base = src.md_f32_or(&format!("{p}.rope.freq_base"), DEFAULT_GLOBAL_ROPE_BASE);
-        let local_base =
-            src.md_f32_or(&format!("{p}.rope.local_freq_base"), DEFAULT_LOCAL_ROPE_BASE);
+        let local_base = src.md_f32_or(
+            &format!("{p}.rope.local_freq_base"),
+            DEFAULT_LOCAL_ROPE_BASE,
+        );
         if n_kv_head == 0 || n_head % n_kv_head != 0 || pattern == 0 {
             candle_core::bail!("inconsistent Gemma 3 metadata: {n_head} heads, {n_kv_head} kv heads, pattern {pattern}");
         }
@@ -147,9 +151,18 @@ impl LanguageModel for Model {
         let mut x = (self.embed.forward(&ids)? * self.embed_scale)?;
         for blk in &mut self.blocks {
             let h = blk.attn_norm.forward(&x)?;
-            let q = blk.wq.forward(&h)?.reshape((b, s, self.n_head, self.head_dim))?;
-            let k = blk.wk.forward(&h)?.reshape((b, s, self.n_kv_head, self.head_dim))?;
-            let v = blk.wv.forward(&h)?.reshape((b, s, self.n_kv_head, self.head_dim))?;
+            let q = blk
+                .wq
+                .forward(&h)?
+                .reshape((b, s, self.n_head, self.head_dim))?;
+            let k = blk
+                .wk
+                .forward(&h)?
+                .reshape((b, s, self.n_kv_head, self.head_dim))?;
+            let v = blk
+                .wv
+                .forward(&h)?
+                .reshape((b, s, self.n_kv_head, self.head_dim))?;
             let q = blk.q_norm.forward(&q)?.transpose(1, 2)?;
             let k = blk.k_norm.forward(&k)?.transpose(1, 2)?;
             let v = v.transpose(1, 2)?;

@@ -52,8 +52,7 @@ impl Model {
         rope_interleaved: bool,
     ) -> Result<Self> {
         let n_head = src.md_usize(&format!("{prefix}.attention.head_count"))?;
-        let n_kv_head =
-            src.md_usize_or(&format!("{prefix}.attention.head_count_kv"), n_head);
+        let n_kv_head = src.md_usize_or(&format!("{prefix}.attention.head_count_kv"), n_head);
         let n_layer = src.md_usize(&format!("{prefix}.block_count"))?;
         let hidden = src.md_usize(&format!("{prefix}.embedding_length"))?;
         let head_dim = src.md_usize_or(&format!("{prefix}.attention.key_length"), hidden / n_head);
@@ -64,12 +63,22 @@ impl Model {
         ) as f64;
         let base = src.md_f32_or(&format!("{prefix}.rope.freq_base"), DEFAULT_ROPE_BASE);
         if rope_dim != head_dim {
-            candle_core::bail!("partial rotary embeddings ({rope_dim} of {head_dim}) are not supported");
+            candle_core::bail!(
+                "partial rotary embeddings ({rope_dim} of {head_dim}) are not supported"
+            );
         }
         if n_kv_head == 0 || n_head % n_kv_head != 0 {
-            candle_core::bail!("{n_head} query heads cannot be grouped over {n_kv_head} key/value heads");
+            candle_core::bail!(
+                "{n_head} query heads cannot be grouped over {n_kv_head} key/value heads"
+            );
         }
-        let rope = Rope::new(head_dim, base, src.context_length, rope_interleaved, src.device)?;
+        let rope = Rope::new(
+            head_dim,
+            base,
+            src.context_length,
+            rope_interleaved,
+            src.device,
+        )?;
         let (embed, output) = src.embeddings()?;
         let norm = src.rms_norm("output_norm", eps)?;
         let mut blocks = Vec::with_capacity(n_layer);
@@ -114,9 +123,15 @@ impl LanguageModel for Model {
             let q = blk.wq.forward(&h)?;
             let k = blk.wk.forward(&h)?;
             let v = blk.wv.forward(&h)?;
-            let q = q.reshape((b, s, self.n_head, self.head_dim))?.transpose(1, 2)?;
-            let k = k.reshape((b, s, self.n_kv_head, self.head_dim))?.transpose(1, 2)?;
-            let v = v.reshape((b, s, self.n_kv_head, self.head_dim))?.transpose(1, 2)?;
+            let q = q
+                .reshape((b, s, self.n_head, self.head_dim))?
+                .transpose(1, 2)?;
+            let k = k
+                .reshape((b, s, self.n_kv_head, self.head_dim))?
+                .transpose(1, 2)?;
+            let v = v
+                .reshape((b, s, self.n_kv_head, self.head_dim))?
+                .transpose(1, 2)?;
             let q = self.rope.apply(&q, index_pos)?;
             let k = self.rope.apply(&k, index_pos)?;
             let (k, v) = blk.cache.append(k, v)?;
@@ -136,4 +151,3 @@ impl LanguageModel for Model {
         }
     }
 }
-
