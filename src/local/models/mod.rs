@@ -1,0 +1,358 @@
+//! Decoder-only transformer architectures read from GGUF, one file per architecture (candle
+//! style), plus the few building blocks they share.
+//!
+//! The project owns these files rather than calling `candle_transformers::models::quantized_*`
+//! because (a) those build every `QMatMul` internally, so the only way to dequantize weights at
+//! load is the process-wide `CANDLE_DEQUANTIZE_ALL[_F16]` environment variables, which cannot
+//! differ per expert; (b) `quantized_gemma3` in 0.11.1 uses SiLU instead of GELU and builds a
+//! 131,072-position RoPE table per layer (~2.2 GB); (c) decode-time grouped-query attention can
+//! be done without `repeat_kv` copies, which matters for 100+ tokens/s on two cores.
+
+pub mod gemma3;
+pub mod llama;
+pub mod qwen2;
+
+use std::io::{Read, Seek};
+
+use candle_core::quantized::{gguf_file, GgmlDType, QMatMul, QTensor};
+use candle_core::{DType, Device, Module, Result, Tensor, D};
+
+use super::WeightFormat;
+
+/// One GGUF file being turned into a model: its parsed header, a reader over its bytes, and
+/// how the caller wants weights held in memory.
+pub struct GgufSource<'a, R: Read + Seek> {
+    pub content: &'a gguf_file::Content,
+    pub reader: &'a mut R,
+    pub device: &'a Device,
+    pub format: WeightFormat,
+    /// Positions the RoPE tables and masks are sized for.
+    pub context_length: usize,
+    /// Running totals for `ModelInfo`.
+    pub params: usize,
+    pub bytes: usize,
+}
+
+impl<R: Read + Seek> GgufSource<'_, R> {
+    pub fn qtensor(&mut self, name: &str) -> Result<QTensor> {
+        self.content.tensor(self.reader, name, self.device)
+    }
+
+    pub fn has_tensor(&self, name: &str) -> bool {
+        self.content.tensor_infos.contains_key(name)
+    }
+
+    fn md(&self, key: &str) -> Result<&gguf_file::Value> {
+        self.content
+            .metadata
+            .get(key)
+            .ok_or_else(|| candle_core::Error::Msg(format!("GGUF metadata key `{key}` is missing")))
+    }
+
+    pub fn md_usize(&self, key: &str) -> Result<usize> {
+        let v = self.md(key)?;
+        // Writers disagree on integer widths (u32 is usual, llama.cpp accepts any).
+        v.to_u32()
+            .map(|x| x as usize)
+            .or_else(|_| v.to_u64().map(|x| x as usize))
+            .or_else(|_| v.to_i32().map(|x| x.max(0) as usize))
+    }
+
+    pub fn md_f32(&self, key: &str) -> Result<f32> {
+        let v = self.md(key)?;
+        v.to_f32().or_else(|_| v.to_f64().map(|x| x as f32))
+    }
+
+    pub fn md_usize_or(&self, key: &str, default: usize) -> usize {
+        self.md_usize(key).unwrap_or(default)
+    }
+
+    pub fn md_f32_or(&self, key: &str, default: f32) -> f32 {
+        self.md_f32(key).unwrap_or(default)
+    }
+
+    fn count(&mut self, q: &QTensor) {
+        self.params += q.shape().elem_count();
+    }
+
+    /// A weight matrix in the configured format. Matrices stored as f32/f16 in the file are
+    /// always used as plain tensors (quantizing them would lose precision for no gain).
+    pub fn linear(&mut self, name: &str) -> Result<Linear> {
+        let q = self.qtensor(&format!("{name}.weight"))?;
+        self.count(&q);
+        let w = self.matmul_weight(q)?;
+        let bias = if self.has_tensor(&format!("{name}.bias")) {
+            let b = self.qtensor(&format!("{name}.bias"))?;
+            self.count(&b);
+            let b = b.dequantize(self.device)?;
+            self.bytes += b.elem_count() * 4;
+            Some(b)
+        } else {
+            None
+        };
+        Ok(Linear { w, bias })
+    }
+
+    fn matmul_weight(&mut self, q: QTensor) -> Result<QMatMul> {
+        let elems = q.shape().elem_count();
+        Ok(match (self.format, q.dtype()) {
+            (WeightFormat::Quantized, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16)
+            | (WeightFormat::F32, _) => {
+                self.bytes += elems * 4;
+                QMatMul::Tensor(q.dequantize(self.device)?)
+            }
+            (WeightFormat::Quantized, _) => {
+                self.bytes += q.storage_size_in_bytes();
+                QMatMul::from_qtensor(q)?
+            }
+            (WeightFormat::F16, _) => {
+                self.bytes += elems * 2;
+                QMatMul::TensorF16(q.dequantize_f16(self.device)?)
+            }
+        })
+    }
+
+    /// The token embedding table and the output projection. When the file has no
+    /// `output.weight` the two are tied and share one copy in memory.
+    pub fn embeddings(&mut self) -> Result<(Embedding, Linear)> {
+        let q = self.qtensor("token_embd.weight")?;
+        self.count(&q);
+        let table = self.matmul_weight(q)?;
+        let output = if self.has_tensor("output.weight") {
+            self.linear("output")?
+        } else {
+            Linear {
+                w: table.clone(),
+                bias: None,
+            }
+        };
+        Ok((Embedding { table }, output))
+    }
+
+    pub fn rms_norm(&mut self, name: &str, eps: f64) -> Result<RmsNorm> {
+        let q = self.qtensor(&format!("{name}.weight"))?;
+        self.count(&q);
+        let weight = q.dequantize(self.device)?;
+        self.bytes += weight.elem_count() * 4;
+        Ok(RmsNorm {
+            weight,
+            eps: eps as f32,
+        })
+    }
+}
+
+/// `y = x W^T (+ b)` over whichever representation the weight was loaded as.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    w: QMatMul,
+    bias: Option<Tensor>,
+}
+
+impl Module for Linear {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let y = self.w.forward(xs)?;
+        match &self.bias {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
+    }
+}
+
+/// Token embedding lookup. A quantized table is looked up row by row without dequantizing
+/// the whole table (Gemma's 262k x 640 table would be 671 MB as f32).
+#[derive(Debug, Clone)]
+pub struct Embedding {
+    table: QMatMul,
+}
+
+impl Embedding {
+    pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        self.table.embedding(ids)?.to_dtype(DType::F32)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RmsNorm {
+    weight: Tensor,
+    eps: f32,
+}
+
+impl Module for RmsNorm {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        candle_nn::ops::rms_norm(&xs.contiguous()?, &self.weight, self.eps)
+    }
+}
+
+/// Rotary position embedding tables for one (base, dim) pair, sized to the configured
+/// context. Cloning shares the storage, so every layer with the same base uses one table.
+#[derive(Debug, Clone)]
+pub struct Rope {
+    cos: Tensor,
+    sin: Tensor,
+    /// GGUF llama weights are permuted for the "interleaved" (GPT-J) pairing; Qwen and Gemma
+    /// use the "neox" half-split pairing. See llama.cpp `llama_model_rope_type`.
+    interleaved: bool,
+}
+
+impl Rope {
+    pub fn new(
+        dim: usize,
+        base: f32,
+        max_positions: usize,
+        interleaved: bool,
+        device: &Device,
+    ) -> Result<Self> {
+        let inv_freq: Vec<f32> = (0..dim)
+            .step_by(2)
+            .map(|i| 1f32 / base.powf(i as f32 / dim as f32))
+            .collect();
+        let inv_freq = Tensor::from_vec(inv_freq, (1, dim / 2), device)?;
+        let positions = Tensor::arange(0u32, max_positions as u32, device)?
+            .to_dtype(DType::F32)?
+            .reshape((max_positions, 1))?;
+        let freqs = positions.matmul(&inv_freq)?;
+        Ok(Self {
+            cos: freqs.cos()?,
+            sin: freqs.sin()?,
+            interleaved,
+        })
+    }
+
+    /// `x`: (batch, heads, seq, head_dim), positions `index_pos..index_pos+seq`.
+    pub fn apply(&self, x: &Tensor, index_pos: usize) -> Result<Tensor> {
+        let (_, _, seq_len, _) = x.dims4()?;
+        let cos = self.cos.narrow(0, index_pos, seq_len)?;
+        let sin = self.sin.narrow(0, index_pos, seq_len)?;
+        let x = x.contiguous()?;
+        if self.interleaved {
+            candle_nn::rotary_emb::rope_i(&x, &cos, &sin)
+        } else {
+            candle_nn::rotary_emb::rope(&x, &cos, &sin)
+        }
+    }
+}
+
+/// Additive attention mask, shape (seq_len, index_pos + seq_len): 0 where query `i` (at
+/// absolute position `index_pos + i`) may attend key `j`, -inf elsewhere. With a sliding
+/// window `w`, keys at distance `>= w` are masked too (llama.cpp `is_masked_swa`, HF
+/// `sliding_window_overlay`: a query sees itself and the `w - 1` keys before it).
+/// Returns `None` when nothing needs masking (one query with no window or a short history).
+pub fn attention_mask(
+    seq_len: usize,
+    index_pos: usize,
+    window: Option<usize>,
+    device: &Device,
+) -> Result<Option<Tensor>> {
+    let kv_len = index_pos + seq_len;
+    let window_bites = window.is_some_and(|w| kv_len > w);
+    if seq_len == 1 && !window_bites {
+        return Ok(None);
+    }
+    let mut mask = Vec::with_capacity(seq_len * kv_len);
+    for i in 0..seq_len {
+        let q_pos = index_pos + i;
+        for k_pos in 0..kv_len {
+            let future = k_pos > q_pos;
+            let too_far = window.is_some_and(|w| q_pos - k_pos.min(q_pos) >= w);
+            mask.push(if future || too_far {
+                f32::NEG_INFINITY
+            } else {
+                0.0
+            });
+        }
+    }
+    Tensor::from_vec(mask, (seq_len, kv_len), device).map(Some)
+}
+
+/// Keys and values of all positions seen so far for one layer, (batch, kv_heads, seq, dim).
+#[derive(Debug, Clone, Default)]
+pub struct KvCache {
+    kv: Option<(Tensor, Tensor)>,
+}
+
+impl KvCache {
+    pub fn append(&mut self, k: Tensor, v: Tensor) -> Result<(Tensor, Tensor)> {
+        let (k, v) = match self.kv.take() {
+            None => (k.contiguous()?, v.contiguous()?),
+            Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
+        };
+        self.kv = Some((k.clone(), v.clone()));
+        Ok((k, v))
+    }
+
+    pub fn reset(&mut self) {
+        self.kv = None;
+    }
+}
+
+/// Scaled dot-product attention with grouped-query heads.
+///
+/// q: (b, n_head, s, d); k, v: (b, n_kv, t, d); mask: additive (s, t). Query heads that share
+/// a key/value head are folded into the sequence axis, (b, n_kv, n_rep * s, d), so keys and
+/// values are never copied per query head (candle's `repeat_kv` would copy them every token).
+/// Returns (b, s, n_head * d).
+pub fn grouped_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: Option<&Tensor>,
+    scale: f64,
+) -> Result<Tensor> {
+    let (b, n_head, s, d) = q.dims4()?;
+    let (_, n_kv, t, _) = k.dims4()?;
+    let n_rep = n_head / n_kv;
+    let q = q.contiguous()?.reshape((b, n_kv, n_rep * s, d))?;
+    let att = (q.matmul(&k.t()?)? * scale)?;
+    let att = match mask {
+        None => att,
+        Some(m) => att
+            .reshape((b, n_kv, n_rep, s, t))?
+            .broadcast_add(m)?
+            .reshape((b, n_kv, n_rep * s, t))?,
+    };
+    let att = candle_nn::ops::softmax_last_dim(&att)?;
+    let y = att.matmul(&v.contiguous()?)?; // (b, n_kv, n_rep * s, d)
+    y.reshape((b, n_head, s, d))?
+        .transpose(1, 2)?
+        .reshape((b, s, n_head * d))
+}
+
+/// Logits of the last position as a flat f32 vector, shape (vocab,).
+pub fn last_logits(logits: &Tensor) -> Result<Tensor> {
+    let (_, seq_len, _) = logits.dims3()?;
+    logits
+        .narrow(1, seq_len - 1, 1)?
+        .squeeze(1)?
+        .squeeze(0)?
+        .to_dtype(DType::F32)
+}
+
+/// Take the last position of hidden states (b, s, h) before the final norm and the output
+/// projection, so prefill computes vocabulary logits once, not per prompt token.
+pub fn last_position(xs: &Tensor) -> Result<Tensor> {
+    let (_, seq_len, _) = xs.dims3()?;
+    xs.narrow(1, seq_len - 1, 1)
+}
+
+pub fn last_dim(x: &Tensor) -> Result<usize> {
+    x.dim(D::Minus1)
+}
+
+/// What the generation loop needs from an architecture.
+pub trait LanguageModel: Send {
+    /// Runs `ids` at positions `index_pos..`, extending the key/value cache, and returns the
+    /// f32 logits of the last position, shape (vocab,).
+    fn forward(&mut self, ids: &[u32], index_pos: usize) -> Result<Tensor>;
+    /// Forgets the cache so the next call can start at position 0.
+    fn reset(&mut self);
+}
+
+pub(crate) fn ids_tensor(ids: &[u32], device: &Device) -> Result<Tensor> {
+    Tensor::new(ids, device)?.unsqueeze(0)
+}
+
+impl Rope {
+    pub fn device(&self) -> Device {
+        self.cos.device().clone()
+    }
+}
