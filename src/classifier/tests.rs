@@ -1,0 +1,1 @@
+//! Tests with the real backbone and the shipped routers/default.
