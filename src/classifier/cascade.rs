@@ -54,7 +54,8 @@ impl Classifier {
     ) -> Result<Self, LoadError> {
         let layers = backbone_layers(models_dir, &config.backbone)?;
         let k = config.trainable_layers.min(layers);
-        let mut encoder = Encoder::load(models_dir, &config.backbone, Some(layers - k), config.max_tokens, config.pooling)?;
+        let mut encoder =
+            Encoder::load(models_dir, &config.backbone, Some(layers - k), config.max_tokens, config.pooling)?;
         let top_prefix = format!("{TOP_PREFIX}.");
         let head_prefix = format!("{HEAD_PREFIX}.");
         let mut top = HashMap::new();
@@ -70,7 +71,11 @@ impl Classifier {
         if k > 0 {
             encoder.set_top(Some(top_from_tensors(top, encoder.bert_config(), k)?));
         }
-        let head = Head::load(VarBuilder::from_tensors(head, DType::F32, &Device::Cpu), encoder.hidden_size(), config.labels.len())?;
+        let head = Head::load(
+            VarBuilder::from_tensors(head, DType::F32, &Device::Cpu),
+            encoder.hidden_size(),
+            config.labels.len(),
+        )?;
         Ok(Self { config, encoder, head, fast })
     }
 
@@ -111,11 +116,19 @@ impl Classifier {
         Ok(self.head.forward(&pooled)?.to_vec2::<f32>()?)
     }
 
-    /// Encoder + head calibrated probabilities for a batch (padded per batch, masked,
-    /// so each row equals what the text alone would get).
+    /// Encoder-stage calibrated probabilities for a batch: the encoder's evidence mixed
+    /// with stage 1's (see `RouterConfig::fast_weight`). Padding is per batch and
+    /// masked, so each row equals what the text alone would get.
     pub fn encoder_probs(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EncoderError> {
         let logits = self.encoder_logits(texts)?;
-        Ok(logits.iter().map(|l| softmax_t(l, self.config.temperature)).collect())
+        Ok(texts
+            .iter()
+            .zip(logits)
+            .map(|(t, l)| {
+                let c = &self.config;
+                mix(&softmax_t(&l, c.temperature), &self.fast_probs(t), c.fast_weight, c.ensemble_temperature)
+            })
+            .collect())
     }
 
     /// The encoder stage for a batch.
@@ -142,4 +155,13 @@ impl Classifier {
     pub fn classify(&self, text: &str) -> Result<Classification, ClassifyError> {
         self.classify_batch(&[text])?.pop().ok_or(ClassifyError::ShutDown)
     }
+}
+
+/// `softmax(((1-w) log p_enc + w log p_fast) / t)`: a weighted product of experts.
+pub fn mix(enc: &[f32], fast: &[f32], w: f32, t: f32) -> Vec<f32> {
+    // Floor keeps log finite; far below any probability that matters for a decision.
+    const FLOOR: f32 = 1e-12;
+    let z: Vec<f32> =
+        enc.iter().zip(fast).map(|(e, f)| (1.0 - w) * e.max(FLOOR).ln() + w * f.max(FLOOR).ln()).collect();
+    softmax_t(&z, t)
 }

@@ -61,13 +61,26 @@ pub fn run(cmd: RouterCommand) -> anyhow::Result<()> {
                 .with_context(|| format!("training {}", dir.display()))?;
             println!(
                 "train {} / val {} / test {}; {} fine-tuned layer(s); best epoch {} of {}",
-                report.n_train, report.n_val, report.n_test, report.trainable_layers, report.best_epoch, report.epochs_run
+                report.n_train,
+                report.n_val,
+                report.n_test,
+                report.trainable_layers,
+                report.best_epoch,
+                report.epochs_run
             );
             println!(
                 "temperature {:.3}; stage-1 temperature {:.3}, accept threshold {:.3}",
                 report.temperature, report.fast_temperature, report.fast_accept_threshold
             );
+            println!(
+                "stage-1 weight in the encoder stage {:.2}, its temperature {:.3}",
+                report.fast_weight, report.ensemble_temperature
+            );
             println!("\n## held-out test: encoder alone\n{}", report.test_encoder.render());
+            println!(
+                "## held-out test: encoder stage (encoder mixed with stage-1 evidence)\n{}",
+                report.test_encoder_stage.render()
+            );
             println!("## held-out test: stage 1 alone\n{}", report.test_fast_only.render());
             println!(
                 "## held-out test: cascade (stage 1 decided {:.1}% at accuracy {:.4})\n{}",
@@ -95,7 +108,10 @@ pub fn run(cmd: RouterCommand) -> anyhow::Result<()> {
                 let mut v = serde_json::to_value(&m)?;
                 if let Some(o) = v.as_object_mut() {
                     o.insert("router_version".into(), clf.config().version.clone().into());
-                    o.insert("stage_share".into(), serde_json::json!({"fast": fast_share, "encoder": 1.0 - fast_share}));
+                    o.insert(
+                        "stage_share".into(),
+                        serde_json::json!({"fast": fast_share, "encoder": 1.0 - fast_share}),
+                    );
                 }
                 println!("{v}");
             } else {

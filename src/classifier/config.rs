@@ -58,6 +58,13 @@ pub struct RouterConfig {
     pub labels: Vec<String>,
     /// Temperature of the encoder head's softmax, fitted on held-out data by `train`.
     pub temperature: f32,
+    /// The encoder stage's decision mixes in stage 1's evidence (which is free by then):
+    /// logits = (1-w)*log p_encoder + w*log p_fast, then softmax at
+    /// `ensemble_temperature`. Both are fitted on held-out data by `train`.
+    #[serde(default)]
+    pub fast_weight: f32,
+    #[serde(default = "one")]
+    pub ensemble_temperature: f32,
     /// How many of the backbone's top layers were fine-tuned (0 = frozen encoder).
     pub trainable_layers: usize,
     pub fast: FastConfig,
@@ -113,13 +120,17 @@ pub struct TrainConfig {
     pub max_per_class: usize,
 }
 
+fn one() -> f32 {
+    1.0
+}
+
 impl RouterConfig {
     /// Reads and validates `dir/router.toml`.
     pub fn load(dir: &Path) -> Result<Self, ConfigError> {
         let path = dir.join(ROUTER_FILE);
         let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
-        let cfg: RouterConfig =
-            toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.clone(), source: Box::new(source) })?;
+        let cfg: RouterConfig = toml::from_str(&text)
+            .map_err(|source| ConfigError::Parse { path: path.clone(), source: Box::new(source) })?;
         cfg.validate(&path)?;
         Ok(cfg)
     }
@@ -143,7 +154,11 @@ impl RouterConfig {
             value,
         };
         if !(MIN_TOKENS..=MAX_POSITIONS).contains(&self.max_tokens) {
-            return Err(invalid("max_tokens", &format!("in {MIN_TOKENS}..={MAX_POSITIONS}"), self.max_tokens.to_string()));
+            return Err(invalid(
+                "max_tokens",
+                &format!("in {MIN_TOKENS}..={MAX_POSITIONS}"),
+                self.max_tokens.to_string(),
+            ));
         }
         if self.labels.len() < 2 {
             return Err(invalid("labels", "at least 2 labels", format!("{:?}", self.labels)));
@@ -152,8 +167,11 @@ impl RouterConfig {
         if let Some(dup) = self.labels.iter().find(|l| !seen.insert(l.as_str())) {
             return Err(invalid("labels", "unique", format!("duplicate {dup:?}")));
         }
-        if !(self.temperature > 0.0 && self.fast.temperature > 0.0) {
+        if !(self.temperature > 0.0 && self.fast.temperature > 0.0 && self.ensemble_temperature > 0.0) {
             return Err(invalid("temperature", "> 0", format!("{} / {}", self.temperature, self.fast.temperature)));
+        }
+        if !(0.0..=1.0).contains(&self.fast_weight) {
+            return Err(invalid("fast_weight", "in 0..=1", self.fast_weight.to_string()));
         }
         if !(8..=24).contains(&self.fast.hash_bits) {
             return Err(invalid("fast.hash_bits", "in 8..=24", self.fast.hash_bits.to_string()));

@@ -39,7 +39,8 @@ pub fn load_jsonl(path: &Path, labels: &[String]) -> Result<Vec<Example>, DataEr
         }
         let bad = |reason: String| DataError::Line { path: path.to_owned(), line: line_no, reason };
         let v: Value = serde_json::from_str(line).map_err(|e| bad(e.to_string()))?;
-        let category = v.get("category").and_then(Value::as_str).ok_or_else(|| bad("missing string `category`".into()))?;
+        let category =
+            v.get("category").and_then(Value::as_str).ok_or_else(|| bad("missing string `category`".into()))?;
         let text = match (v.get("prompt"), v.get("messages")) {
             (Some(Value::String(p)), _) => p.clone(),
             (_, Some(Value::Array(m))) => prompt_text(m),

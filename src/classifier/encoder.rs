@@ -65,7 +65,8 @@ impl BackbonePaths {
 /// Number of transformer layers of a backbone, from its config.json.
 pub fn backbone_layers(models_dir: &Path, backbone: &str) -> Result<usize, EncoderError> {
     let paths = BackbonePaths::locate(models_dir, backbone)?;
-    let text = std::fs::read_to_string(&paths.config).map_err(|source| EncoderError::Read { path: paths.config.clone(), source })?;
+    let text = std::fs::read_to_string(&paths.config)
+        .map_err(|source| EncoderError::Read { path: paths.config.clone(), source })?;
     let cfg: BertConfig =
         serde_json::from_str(&text).map_err(|source| EncoderError::BadConfig { path: paths.config.clone(), source })?;
     Ok(cfg.num_hidden_layers)
@@ -102,8 +103,8 @@ impl Encoder {
     ) -> Result<Self, EncoderError> {
         let paths = BackbonePaths::locate(models_dir, backbone)?;
         let device = Device::Cpu;
-        let config_text =
-            std::fs::read_to_string(&paths.config).map_err(|source| EncoderError::Read { path: paths.config.clone(), source })?;
+        let config_text = std::fs::read_to_string(&paths.config)
+            .map_err(|source| EncoderError::Read { path: paths.config.clone(), source })?;
         let bert_config: BertConfig = serde_json::from_str(&config_text)
             .map_err(|source| EncoderError::BadConfig { path: paths.config.clone(), source })?;
         let split = split.unwrap_or(bert_config.num_hidden_layers);
@@ -118,12 +119,14 @@ impl Encoder {
         bottom_config.num_hidden_layers = split;
         let bottom = BertModel::load(VarBuilder::from_tensors(tensors, DType::F32, &device), &bottom_config)?;
 
-        let mut tokenizer = Tokenizer::from_file(&paths.tokenizer).map_err(|e| EncoderError::Tokenizer(e.to_string()))?;
+        let mut tokenizer =
+            Tokenizer::from_file(&paths.tokenizer).map_err(|e| EncoderError::Tokenizer(e.to_string()))?;
         // The shipped tokenizer.json pads and truncates everything to 128 tokens; we pad
         // per batch (cheaper) and truncate head+tail ourselves (keeps the question's end).
         tokenizer.with_padding(None);
         tokenizer.with_truncation(None).map_err(|e| EncoderError::Tokenizer(e.to_string()))?;
-        let special = |t: &str| tokenizer.token_to_id(t).ok_or_else(|| EncoderError::Tokenizer(format!("no {t} token")));
+        let special =
+            |t: &str| tokenizer.token_to_id(t).ok_or_else(|| EncoderError::Tokenizer(format!("no {t} token")));
         let (cls, sep) = (special("[CLS]")?, special("[SEP]")?);
         Ok(Self { tokenizer, bottom, top: None, bert_config, device, max_tokens, pooling, cls, sep })
     }
@@ -194,7 +197,12 @@ impl Encoder {
     }
 
     /// Runs `top` (if any) over bottom hidden states and pools them: `[batch, hidden]`.
-    pub fn top_and_pool(&self, top: Option<&BertEncoder>, hidden: &Tensor, mask: &Tensor) -> Result<Tensor, EncoderError> {
+    pub fn top_and_pool(
+        &self,
+        top: Option<&BertEncoder>,
+        hidden: &Tensor,
+        mask: &Tensor,
+    ) -> Result<Tensor, EncoderError> {
         let hidden = match top {
             Some(top) => top.forward(hidden, &extended_mask(mask)?)?,
             None => hidden.clone(),
@@ -247,9 +255,15 @@ pub fn backbone_top_tensors(
     let tensors = candle_core::safetensors::load(&paths.weights, &Device::Cpu)?;
     let mut out = HashMap::new();
     for (name, t) in tensors {
-        let Some(rest) = name.strip_prefix("encoder.layer.") else { continue };
-        let Some((idx, tail)) = rest.split_once('.') else { continue };
-        let Ok(idx) = idx.parse::<usize>() else { continue };
+        let Some(rest) = name.strip_prefix("encoder.layer.") else {
+            continue;
+        };
+        let Some((idx, tail)) = rest.split_once('.') else {
+            continue;
+        };
+        let Ok(idx) = idx.parse::<usize>() else {
+            continue;
+        };
         if idx >= from {
             out.insert(format!("layer.{}.{tail}", idx - from), t);
         }

@@ -81,7 +81,11 @@ impl Metrics {
     /// Human-readable report: summary, per-class table, confusion matrix.
     pub fn render(&self) -> String {
         let mut s = String::new();
-        let _ = writeln!(s, "examples {}  accuracy {:.4}  macro-F1 {:.4}  ECE {:.4}", self.n, self.accuracy, self.macro_f1, self.ece);
+        let _ = writeln!(
+            s,
+            "examples {}  accuracy {:.4}  macro-F1 {:.4}  ECE {:.4}",
+            self.n, self.accuracy, self.macro_f1, self.ece
+        );
         let _ = writeln!(s, "\n| class | precision | recall | F1 | support |\n|---|---|---|---|---|");
         for m in &self.per_class {
             let _ = writeln!(s, "| {} | {:.3} | {:.3} | {:.3} | {} |", m.label, m.precision, m.recall, m.f1, m.support);

@@ -186,7 +186,8 @@ impl FastModel {
         let bad = |reason: String| FastError::Malformed { path: name.clone(), reason };
         let t = candle_core::safetensors::load(path, &Device::Cpu).map_err(io)?;
         let get = |k: &str| t.get(k).ok_or_else(|| bad(format!("missing tensor {k}")));
-        let bits = get("fast.bits")?.to_vec1::<u32>().map_err(io)?.first().copied().ok_or_else(|| bad("empty bits".into()))?;
+        let bits =
+            get("fast.bits")?.to_vec1::<u32>().map_err(io)?.first().copied().ok_or_else(|| bad("empty bits".into()))?;
         if !(8..=24).contains(&bits) {
             return Err(bad(format!("hash bits {bits} outside 8..=24")));
         }

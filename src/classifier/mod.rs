@@ -119,10 +119,6 @@ pub(crate) fn normalized_entropy(probs: &[f32]) -> f32 {
     if probs.len() < 2 {
         return 0.0;
     }
-    let h: f64 = probs
-        .iter()
-        .filter(|&&p| p > 0.0)
-        .map(|&p| -f64::from(p) * f64::from(p).ln())
-        .sum();
+    let h: f64 = probs.iter().filter(|&&p| p > 0.0).map(|&p| -f64::from(p) * f64::from(p).ln()).sum();
     (h / (probs.len() as f64).ln()) as f32
 }

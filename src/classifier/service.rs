@@ -96,7 +96,9 @@ impl ClassifierService {
         let (enc_tx, enc_rx) = sync_channel::<Job>(cfg.encoder_queue_capacity.max(1));
         let labels = router.labels().to_vec();
         let r1 = Arc::clone(&router);
-        let fast = std::thread::Builder::new().name("triage-classify-fast".into()).spawn(move || fast_loop(&*r1, &rx, &enc_tx))?;
+        let fast = std::thread::Builder::new()
+            .name("triage-classify-fast".into())
+            .spawn(move || fast_loop(&*r1, &rx, &enc_tx))?;
         let enc = std::thread::Builder::new()
             .name("triage-classify-encoder".into())
             .spawn(move || encoder_loop(&*router, &enc_rx, &cfg))?;

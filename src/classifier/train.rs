@@ -12,7 +12,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use sha2::Digest;
 
-use super::cascade::{Classifier, LoadError};
+use super::cascade::{mix, Classifier, LoadError};
 use super::config::{RouterConfig, DATA_DIR, FAST_FILE, WEIGHTS_FILE};
 use super::data::{load_dir, DataError, Example};
 use super::encoder::{backbone_layers, backbone_top_tensors, Encoder, EncoderError};
@@ -28,6 +28,8 @@ const CACHE_BATCH: usize = 32;
 const MIN_ACCEPT_THRESHOLD: f32 = 0.5;
 /// A threshold no calibrated probability reaches: stage 1 never decides.
 const NEVER_ACCEPT: f32 = 1.01;
+/// Stage-1 weights tried for the encoder stage's mix: 0, 0.1, ..., 1.
+const MIX_GRID_STEPS: usize = 10;
 /// Temperature search grid (log-spaced): wide enough for over- and under-confidence.
 const TEMPERATURE_GRID: (f32, f32, usize) = (0.05, 20.0, 400);
 
@@ -40,8 +42,9 @@ pub enum TrainError {
     Data(#[from] DataError),
     #[error(transparent)]
     Encoder(#[from] EncoderError),
+    /// Boxed: a load error is large and rare; it should not bloat every `Result`.
     #[error(transparent)]
-    Load(#[from] LoadError),
+    Load(Box<LoadError>),
     #[error("tensor op: {0}")]
     Candle(#[from] candle_core::Error),
     #[error("fast stage: {0}")]
@@ -52,6 +55,12 @@ pub enum TrainError {
     Write { path: PathBuf, source: std::io::Error },
     #[error("training state lock poisoned")]
     Poisoned,
+}
+
+impl From<LoadError> for TrainError {
+    fn from(e: LoadError) -> Self {
+        Self::Load(Box::new(e))
+    }
 }
 
 /// Options outside router.toml.
@@ -79,7 +88,12 @@ pub struct TrainReport {
     pub test_fast_coverage: f64,
     /// Accuracy of stage 1 on the inputs it decided.
     pub test_fast_accepted_accuracy: f64,
+    pub fast_weight: f32,
+    pub ensemble_temperature: f32,
+    /// The encoder (fine-tuned layers + head) alone.
     pub test_encoder: Metrics,
+    /// The encoder stage as shipped: encoder mixed with stage-1 evidence.
+    pub test_encoder_stage: Metrics,
     pub test_fast_only: Metrics,
     pub test_cascade: Metrics,
 }
@@ -184,7 +198,8 @@ pub fn fit(mut config: RouterConfig, examples: Vec<Example>, opts: &TrainOptions
     let device = Device::Cpu;
 
     // Stage 1: cheap, so it trains first.
-    let feats = |s: &[Example]| s.iter().map(|e| (features(&e.text, config.fast.hash_bits), e.label)).collect::<Vec<_>>();
+    let feats =
+        |s: &[Example]| s.iter().map(|e| (features(&e.text, config.fast.hash_bits), e.label)).collect::<Vec<_>>();
     let fast = FastModel::train(&feats(&train), classes, config.fast.hash_bits, tc.fast_epochs, tc.seed);
     let fast_logits = |s: &[Example]| s.iter().map(|e| fast.logits(&e.text)).collect::<Vec<_>>();
     let (fast_val, fast_test) = (fast_logits(&val), fast_logits(&test));
@@ -193,7 +208,8 @@ pub fn fit(mut config: RouterConfig, examples: Vec<Example>, opts: &TrainOptions
     let layers = backbone_layers(&opts.models_dir, &config.backbone)?;
     let k = config.trainable_layers.min(layers);
     config.trainable_layers = k;
-    let encoder = Encoder::load(&opts.models_dir, &config.backbone, Some(layers - k), config.max_tokens, config.pooling)?;
+    let encoder =
+        Encoder::load(&opts.models_dir, &config.backbone, Some(layers - k), config.max_tokens, config.pooling)?;
     let all: Vec<&Example> = train.iter().chain(&val).collect();
     let cached = cache_bottom(&encoder, &all, k == 0, opts.progress)?;
     let (cached_train, cached_val) = cached.split_at(train.len());
@@ -227,9 +243,15 @@ pub fn fit(mut config: RouterConfig, examples: Vec<Example>, opts: &TrainOptions
         Ok(v)
     };
     let vars = named_vars()?;
-    let pick = |head: bool| vars.iter().filter(|(n, _)| n.starts_with(HEAD_PREFIX) == head).map(|(_, v)| v.clone()).collect::<Vec<_>>();
-    let mut opt_head = AdamW::new(pick(true), ParamsAdamW { lr: tc.lr_head, weight_decay: tc.weight_decay, ..Default::default() })?;
-    let mut opt_enc = AdamW::new(pick(false), ParamsAdamW { lr: tc.lr_encoder, weight_decay: tc.weight_decay, ..Default::default() })?;
+    let pick = |head: bool| {
+        vars.iter().filter(|(n, _)| n.starts_with(HEAD_PREFIX) == head).map(|(_, v)| v.clone()).collect::<Vec<_>>()
+    };
+    let mut opt_head =
+        AdamW::new(pick(true), ParamsAdamW { lr: tc.lr_head, weight_decay: tc.weight_decay, ..Default::default() })?;
+    let mut opt_enc = AdamW::new(
+        pick(false),
+        ParamsAdamW { lr: tc.lr_encoder, weight_decay: tc.weight_decay, ..Default::default() },
+    )?;
 
     let forward = |batch: &[&Tensor], dropout: Option<&mut rand::rngs::StdRng>| -> Result<Tensor, TrainError> {
         let pooled = if let Some(top) = &top {
@@ -242,7 +264,9 @@ pub fn fit(mut config: RouterConfig, examples: Vec<Example>, opts: &TrainOptions
             Some(rng) if tc.dropout > 0.0 => {
                 // Our own seeded mask: candle's dropout draws from an unseeded RNG.
                 let keep = 1.0 - tc.dropout;
-                let m: Vec<f32> = (0..pooled.elem_count()).map(|_| if rng.random::<f32>() < keep { 1.0 / keep } else { 0.0 }).collect();
+                let m: Vec<f32> = (0..pooled.elem_count())
+                    .map(|_| if rng.random::<f32>() < keep { 1.0 / keep } else { 0.0 })
+                    .collect();
                 {
                     let shape = pooled.shape().clone();
                     (pooled * Tensor::from_vec(m, shape, &device)?)?
@@ -272,7 +296,11 @@ pub fn fit(mut config: RouterConfig, examples: Vec<Example>, opts: &TrainOptions
         order.shuffle(&mut rng);
         for chunk in order.chunks(tc.batch_size.max(1)) {
             let batch: Vec<&Tensor> = chunk.iter().map(|&i| &cached_train[i]).collect();
-            let y = Tensor::from_vec(chunk.iter().map(|&i| train[i].label as u32).collect::<Vec<_>>(), chunk.len(), &device)?;
+            let y = Tensor::from_vec(
+                chunk.iter().map(|&i| train[i].label as u32).collect::<Vec<_>>(),
+                chunk.len(),
+                &device,
+            )?;
             let logits = forward(&batch, Some(&mut rng))?;
             let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
             let grads = loss.backward()?;
@@ -322,19 +350,31 @@ pub fn fit(mut config: RouterConfig, examples: Vec<Example>, opts: &TrainOptions
     let fast_temperature = fit_temperature(&fast_val, &val_gold);
     let probs = |l: &[Vec<f32>], t: f32| l.iter().map(|x| softmax_t(x, t)).collect::<Vec<_>>();
     let (enc_val_p, fast_val_p) = (probs(&enc_val, temperature), probs(&fast_val, fast_temperature));
-    let threshold = if config.fast.enabled { fit_threshold(&fast_val_p, &enc_val_p, &val_gold) } else { NEVER_ACCEPT };
+    let (fast_weight, ensemble_temperature) = fit_mix(&enc_val_p, &fast_val_p, &val_gold);
+    let mixed = |e: &[Vec<f32>], f: &[Vec<f32>]| {
+        e.iter().zip(f).map(|(e, f)| mix(e, f, fast_weight, ensemble_temperature)).collect::<Vec<_>>()
+    };
+    let mix_val_p = mixed(&enc_val_p, &fast_val_p);
+    let threshold = if config.fast.enabled { fit_threshold(&fast_val_p, &mix_val_p, &val_gold) } else { NEVER_ACCEPT };
 
     let test_gold: Vec<usize> = test.iter().map(|e| e.label).collect();
     let (enc_test_p, fast_test_p) = (probs(&enc_test, temperature), probs(&fast_test, fast_temperature));
+    let enc_only_test_p = enc_test_p.clone();
+    let enc_test_p = mixed(&enc_test_p, &fast_test_p);
     let accepted: Vec<bool> = fast_test_p.iter().map(|p| p[argmax(p)] >= threshold).collect();
-    let cascade_p: Vec<Vec<f32>> =
-        accepted.iter().zip(fast_test_p.iter().zip(&enc_test_p)).map(|(&a, (f, e))| if a { f.clone() } else { e.clone() }).collect();
+    let cascade_p: Vec<Vec<f32>> = accepted
+        .iter()
+        .zip(fast_test_p.iter().zip(&enc_test_p))
+        .map(|(&a, (f, e))| if a { f.clone() } else { e.clone() })
+        .collect();
     let n_acc = accepted.iter().filter(|&&a| a).count();
     let acc_ok = accepted.iter().zip(&fast_test_p).zip(&test_gold).filter(|((&a, p), &g)| a && argmax(p) == g).count();
 
     config.temperature = temperature;
     config.fast.temperature = fast_temperature;
     config.fast.accept_threshold = threshold;
+    config.fast_weight = fast_weight;
+    config.ensemble_temperature = ensemble_temperature;
     let report = TrainReport {
         n_train: train.len(),
         n_val: val.len(),
@@ -348,7 +388,10 @@ pub fn fit(mut config: RouterConfig, examples: Vec<Example>, opts: &TrainOptions
         fast_accept_threshold: threshold,
         test_fast_coverage: n_acc as f64 / test.len().max(1) as f64,
         test_fast_accepted_accuracy: if n_acc > 0 { acc_ok as f64 / n_acc as f64 } else { 0.0 },
-        test_encoder: compute(&config.labels, &test_gold, &enc_test_p),
+        fast_weight,
+        ensemble_temperature,
+        test_encoder: compute(&config.labels, &test_gold, &enc_only_test_p),
+        test_encoder_stage: compute(&config.labels, &test_gold, &enc_test_p),
         test_fast_only: compute(&config.labels, &test_gold, &fast_test_p),
         test_cascade: compute(&config.labels, &test_gold, &cascade_p),
     };
@@ -357,7 +400,12 @@ pub fn fit(mut config: RouterConfig, examples: Vec<Example>, opts: &TrainOptions
 
 /// Runs the frozen layers once per example: `[len, hidden]` states (or pooled
 /// `[hidden]` vectors when nothing above them trains), in input order.
-fn cache_bottom(encoder: &Encoder, examples: &[&Example], pooled: bool, progress: bool) -> Result<Vec<Tensor>, TrainError> {
+fn cache_bottom(
+    encoder: &Encoder,
+    examples: &[&Example],
+    pooled: bool,
+    progress: bool,
+) -> Result<Vec<Tensor>, TrainError> {
     let ids = examples.iter().map(|e| encoder.token_ids(&e.text)).collect::<Result<Vec<_>, _>>()?;
     // Sorting by length keeps padding (wasted compute) small.
     let mut order: Vec<usize> = (0..ids.len()).collect();
@@ -387,7 +435,11 @@ fn pad_hidden(batch: &[&Tensor]) -> Result<(Tensor, Tensor), TrainError> {
     let mut mask = Vec::with_capacity(batch.len() * max);
     for t in batch {
         let (len, h) = t.dims2()?;
-        rows.push(if len < max { Tensor::cat(&[*t, &Tensor::zeros((max - len, h), t.dtype(), t.device())?], 0)? } else { (*t).clone() });
+        rows.push(if len < max {
+            Tensor::cat(&[*t, &Tensor::zeros((max - len, h), t.dtype(), t.device())?], 0)?
+        } else {
+            (*t).clone()
+        });
         mask.extend(std::iter::repeat_n(1f32, len).chain(std::iter::repeat_n(0f32, max - len)));
     }
     let device = batch.first().map(|t| t.device().clone()).unwrap_or(Device::Cpu);
@@ -419,6 +471,25 @@ pub fn fit_temperature(logits: &[Vec<f32>], gold: &[usize]) -> f32 {
         }
     }
     best.1
+}
+
+/// Stage-1 weight in the encoder stage's mix: the grid value with the best held-out
+/// accuracy (ties: lower NLL), and the temperature that calibrates the mix.
+pub fn fit_mix(enc: &[Vec<f32>], fast: &[Vec<f32>], gold: &[usize]) -> (f32, f32) {
+    let mut best = (f64::NEG_INFINITY, f64::INFINITY, 0.0f32);
+    for step in 0..=MIX_GRID_STEPS {
+        let w = step as f32 / MIX_GRID_STEPS as f32;
+        let z: Vec<Vec<f32>> =
+            enc.iter().zip(fast).map(|(e, f)| mix(e, f, w, 1.0).iter().map(|p| p.max(1e-12).ln()).collect()).collect();
+        let (acc, nll) = acc_nll(&z, gold, 1.0);
+        if acc > best.0 || (acc == best.0 && nll < best.1) {
+            best = (acc, nll, w);
+        }
+    }
+    let w = best.2;
+    let z: Vec<Vec<f32>> =
+        enc.iter().zip(fast).map(|(e, f)| mix(e, f, w, 1.0).iter().map(|p| p.max(1e-12).ln()).collect()).collect();
+    (w, fit_temperature(&z, gold))
 }
 
 /// The lowest stage-1 confidence threshold at which, on held-out data, the inputs it
