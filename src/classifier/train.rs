@@ -313,21 +313,27 @@ pub fn fit(mut config: RouterConfig, examples: Vec<Example>, opts: &TrainOptions
         epochs_run = epoch + 1;
         let vl = logits_of(cached_val)?;
         let (acc, nll) = acc_nll(&vl, &val_gold, 1.0);
-        pb.println(format!("epoch {epochs_run}: val accuracy {acc:.4} nll {nll:.4}"));
+        if opts.progress {
+            // Through `suspend`, not `pb.println`: a hidden bar (stderr not a terminal)
+            // swallows its println, and logs of a training run are worth keeping.
+            pb.suspend(|| eprintln!("epoch {epochs_run}: val accuracy {acc:.4} nll {nll:.4}"));
+        }
         let better = best.as_ref().is_none_or(|(a, l, _, _)| acc > *a || (acc == *a && -nll > *l));
         if better {
             let snap = vars.iter().map(|(_, v)| v.as_tensor().copy()).collect::<Result<Vec<_>, _>>()?;
             best = Some((acc, -nll, epoch, snap));
         } else if best.as_ref().is_some_and(|(_, _, e, _)| epoch - e >= tc.patience) {
-            pb.println(format!("early stop: no validation gain for {} epochs", tc.patience));
+            if opts.progress {
+                pb.suspend(|| eprintln!("early stop: no validation gain for {} epochs", tc.patience));
+            }
             break;
         }
     }
     pb.finish_and_clear();
     let (_, _, best_epoch, snap) = best.ok_or(TrainError::EmptySplit { what: "epochs", label: String::new() })?;
 
-    // Stored form: top layers in f16 (half the bytes, accuracy unchanged in our
-    // measurements), head in f32 (tiny). Calibration below runs on exactly these.
+    // Stored form: top layers in f16 (half the bytes), head in f32 (tiny). Calibration
+    // and the reported test numbers below are computed with exactly these weights.
     let mut tensors = HashMap::new();
     for ((name, _), t) in vars.iter().zip(snap) {
         let t = if name.starts_with(TOP_PREFIX) { t.to_dtype(DType::F16)? } else { t };
