@@ -1,0 +1,171 @@
+//! The classification service: classification never runs on async worker threads.
+//! Requests go through a bounded queue to a stage-1 thread; what it cannot decide goes
+//! through a second bounded queue to an encoder thread that micro-batches concurrent
+//! requests (padding is per batch and masked, so batching never changes a result).
+
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tracing::warn;
+
+use super::encoder::EncoderError;
+use super::{Classification, ClassifyError};
+
+/// Requests waiting for stage 1; it drains ~100k/s, so this only fills when the
+/// process is overloaded, and then the fallback expert is the better answer.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 4096;
+/// Requests waiting for the encoder: at ~25 ms per 16-batch, 256 waiting requests
+/// already mean ~0.4 s of queueing, past which routing to the fallback beats waiting.
+pub const DEFAULT_ENCODER_QUEUE_CAPACITY: usize = 256;
+/// Batch size cap: beyond 16 the per-item cost on 2 cores stops falling while the
+/// batch's latency keeps growing.
+pub const DEFAULT_MAX_BATCH: usize = 16;
+/// How long the encoder thread waits for company after the first request. Short, since
+/// under load requests pile up during the previous batch anyway.
+pub const DEFAULT_BATCH_WINDOW: Duration = Duration::from_millis(1);
+
+/// What the service needs from a router (trained cascade or centroid).
+pub trait Router: Send + Sync + 'static {
+    /// Labels aligned with `Classification::probs`.
+    fn labels(&self) -> &[String];
+    /// Stage 1: `Some` when confident enough to decide alone.
+    fn classify_fast(&self, text: &str) -> Option<Classification>;
+    /// The encoder stage for a batch; row i must equal what text i alone would get.
+    fn classify_encoder(&self, texts: &[&str]) -> Result<Vec<Classification>, EncoderError>;
+}
+
+impl Router for super::Classifier {
+    fn labels(&self) -> &[String] {
+        super::Classifier::labels(self)
+    }
+    fn classify_fast(&self, text: &str) -> Option<Classification> {
+        super::Classifier::classify_fast(self, text)
+    }
+    fn classify_encoder(&self, texts: &[&str]) -> Result<Vec<Classification>, EncoderError> {
+        super::Classifier::classify_encoder(self, texts)
+    }
+}
+
+/// Queue sizes and batching.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    pub queue_capacity: usize,
+    pub encoder_queue_capacity: usize,
+    pub max_batch: usize,
+    pub batch_window: Duration,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            encoder_queue_capacity: DEFAULT_ENCODER_QUEUE_CAPACITY,
+            max_batch: DEFAULT_MAX_BATCH,
+            batch_window: DEFAULT_BATCH_WINDOW,
+        }
+    }
+}
+
+type Reply = tokio::sync::oneshot::Sender<Result<Classification, ClassifyError>>;
+
+struct Job {
+    text: String,
+    reply: Reply,
+    start: Instant,
+}
+
+/// Owns the classifier threads; cheap to share behind an `Arc`.
+pub struct ClassifierService {
+    tx: SyncSender<Job>,
+    labels: Vec<String>,
+    _threads: Vec<JoinHandle<()>>,
+}
+
+/// Errors starting the service.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start classifier thread: {0}")]
+pub struct SpawnError(#[from] std::io::Error);
+
+impl ClassifierService {
+    /// Starts the stage-1 and encoder threads for `router`. They stop when the service
+    /// is dropped (the queues disconnect).
+    pub fn start(router: Arc<dyn Router>, cfg: ServiceConfig) -> Result<Self, SpawnError> {
+        let (tx, rx) = sync_channel::<Job>(cfg.queue_capacity.max(1));
+        let (enc_tx, enc_rx) = sync_channel::<Job>(cfg.encoder_queue_capacity.max(1));
+        let labels = router.labels().to_vec();
+        let r1 = Arc::clone(&router);
+        let fast = std::thread::Builder::new()
+            .name("triage-classify-fast".into())
+            .spawn(move || fast_loop(&*r1, &rx, &enc_tx))?;
+        let enc = std::thread::Builder::new()
+            .name("triage-classify-encoder".into())
+            .spawn(move || encoder_loop(&*router, &enc_rx, &cfg))?;
+        Ok(Self { tx, labels, _threads: vec![fast, enc] })
+    }
+
+    /// The router's labels, aligned with `Classification::probs`.
+    pub fn labels(&self) -> &[String] {
+        &self.labels
+    }
+
+    /// Classifies `text`. `QueueFull` means the caller should use its fallback.
+    pub async fn classify(&self, text: String) -> Result<Classification, ClassifyError> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.tx.try_send(Job { text, reply, start: Instant::now() }).map_err(|e| match e {
+            TrySendError::Full(_) => ClassifyError::QueueFull,
+            TrySendError::Disconnected(_) => ClassifyError::ShutDown,
+        })?;
+        rx.await.map_err(|_| ClassifyError::ShutDown)?
+    }
+}
+
+fn fast_loop(router: &dyn Router, rx: &Receiver<Job>, enc_tx: &SyncSender<Job>) {
+    while let Ok(job) = rx.recv() {
+        if let Some(mut c) = router.classify_fast(&job.text) {
+            c.elapsed = job.start.elapsed();
+            let _ = job.reply.send(Ok(c)); // the caller may have gone away; fine
+            continue;
+        }
+        match enc_tx.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(job)) => {
+                let _ = job.reply.send(Err(ClassifyError::QueueFull));
+            }
+            Err(TrySendError::Disconnected(job)) => {
+                let _ = job.reply.send(Err(ClassifyError::ShutDown));
+            }
+        }
+    }
+}
+
+fn encoder_loop(router: &dyn Router, rx: &Receiver<Job>, cfg: &ServiceConfig) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        let deadline = Instant::now() + cfg.batch_window;
+        while jobs.len() < cfg.max_batch.max(1) {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(wait) {
+                Ok(job) => jobs.push(job),
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        let texts: Vec<&str> = jobs.iter().map(|j| j.text.as_str()).collect();
+        match router.classify_encoder(&texts) {
+            Ok(results) => {
+                for (job, mut c) in jobs.into_iter().zip(results) {
+                    c.elapsed = job.start.elapsed();
+                    let _ = job.reply.send(Ok(c));
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, batch = jobs.len(), "Encoder batch failed.");
+                let msg = e.to_string();
+                for job in jobs {
+                    let _ = job.reply.send(Err(ClassifyError::Encoder(EncoderError::Tokenizer(msg.clone()))));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! Tests with the real backbone and the shipped routers/default (no mocks: the
+//! classifier is what this project ships).
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code: a failure should stop the test loudly")]
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use super::centroid::CentroidRouter;
+use super::data::load_dir;
+use super::eval::compute;
+use super::service::{ClassifierService, Router, ServiceConfig};
+use super::train::{fit, TrainOptions};
+use super::{prompt_text, Classifier, ClassifyError, RouterConfig, Stage};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The backbone; a missing one fails (never skips) and says how to fetch it.
+fn models_dir() -> PathBuf {
+    let dir = root().join("models");
+    let weights = dir.join("all-minilm-l6-v2/model.safetensors");
+    assert!(weights.is_file(), "{} is missing: run scripts/setup.sh to fetch the models", weights.display());
+    dir
+}
+
+fn router_dir() -> PathBuf {
+    root().join("routers/default")
+}
+
+fn shipped() -> Arc<Classifier> {
+    static CLF: OnceLock<Arc<Classifier>> = OnceLock::new();
+    Arc::clone(CLF.get_or_init(|| {
+        Arc::new(
+            Classifier::load(&router_dir(), &models_dir()).unwrap_or_else(|e| panic!("loading routers/default: {e}")),
+        )
+    }))
+}
+
+#[test]
+fn missing_backbone_error_names_setup_script() {
+    let err = Classifier::load(&router_dir(), &root().join("no-such-models-dir")).err().expect("must fail");
+    assert!(err.to_string().contains("scripts/setup.sh"), "error should name scripts/setup.sh: {err}");
+}
+
+#[test]
+fn training_is_deterministic() {
+    let mut cfg = RouterConfig::load(&router_dir()).unwrap();
+    // A small config: enough to exercise every step (split, stage 1, caching, autograd
+    // through one layer, calibration) in well under a minute.
+    cfg.train.max_per_class = 8;
+    cfg.train.epochs = 1;
+    cfg.train.fast_epochs = 2;
+    cfg.trainable_layers = 1;
+    cfg.max_tokens = 32;
+    cfg.train.val_fraction = 0.25;
+    cfg.train.test_fraction = 0.25;
+    let data = load_dir(&router_dir().join("data"), &cfg.labels).unwrap();
+    let opts = TrainOptions { models_dir: models_dir(), progress: false };
+    let a = fit(cfg.clone(), data.clone(), &opts).unwrap();
+    let b = fit(cfg, data, &opts).unwrap();
+    assert_eq!(a.fast, b.fast, "stage-1 weights differ between identical runs");
+    let mut names: Vec<&String> = a.tensors.keys().collect();
+    names.sort();
+    assert!(names.iter().any(|n| n.starts_with("encoder.layer.0.")), "fine-tuned layer missing: {names:?}");
+    for name in names {
+        let x =
+            a.tensors[name].to_dtype(candle_core::DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let y =
+            b.tensors[name].to_dtype(candle_core::DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(x, y, "tensor {name} differs between identical runs");
+    }
+    assert_eq!(a.config.temperature, b.config.temperature);
+    assert_eq!(a.config.fast.accept_threshold, b.config.fast.accept_threshold);
+}
+
+#[test]
+fn eval_metrics_match_hand_computed_example() {
+    let labels: Vec<String> = ["a", "b"].iter().map(|s| s.to_string()).collect();
+    // gold a,a,b,b ; predicted a (0.95), b (0.65), b (0.85), b (0.75)
+    let gold = [0, 0, 1, 1];
+    // Confidences sit mid-bin: f32 0.7 is 0.69999..., which would land in bin 6.
+    let probs = vec![vec![0.95, 0.05], vec![0.35, 0.65], vec![0.15, 0.85], vec![0.25, 0.75]];
+    let m = compute(&labels, &gold, &probs);
+    assert_eq!(m.confusion, vec![vec![1, 1], vec![0, 2]]);
+    assert!((m.accuracy - 0.75).abs() < 1e-12);
+    // a: P = 1/1, R = 1/2, F1 = 2/3 ; b: P = 2/3, R = 1, F1 = 0.8
+    assert!((m.per_class[0].precision - 1.0).abs() < 1e-12);
+    assert!((m.per_class[0].recall - 0.5).abs() < 1e-12);
+    assert!((m.per_class[0].f1 - 2.0 / 3.0).abs() < 1e-12);
+    assert!((m.per_class[1].precision - 2.0 / 3.0).abs() < 1e-12);
+    assert!((m.per_class[1].f1 - 0.8).abs() < 1e-12);
+    // ECE, 10 bins: bin 6 {0.65 wrong}, bin 7 {0.75 ok}, bin 8 {0.85 ok}, bin 9 {0.95 ok}
+    // = (0.65 + 0.25 + 0.15 + 0.05) / 4 = 0.275
+    assert!((m.ece - 0.275).abs() < 1e-6, "ece {}", m.ece);
+}
+
+#[test]
+fn obvious_prompts_land_in_their_category() {
+    let clf = shipped();
+    let cases = [
+        ("Write a Python function that returns the n-th Fibonacci number using memoization.", "coding"),
+        ("Fix this JavaScript error: TypeError: undefined is not a function in my React component.", "coding"),
+        ("Solve for x: 3x^2 - 12x + 9 = 0.", "math"),
+        ("What is the integral of x * e^x dx?", "math"),
+        ("If all bloops are razzies and all razzies are lazzies, are all bloops definitely lazzies? Explain your reasoning.", "reasoning"),
+        ("Extract all the dates and company names mentioned in the following press release and return them as JSON.", "extraction"),
+        ("Write a short poem about autumn leaves falling in the wind.", "writing"),
+        ("Pretend you are Sherlock Holmes and stay in character while I ask you questions about a case.", "roleplay"),
+        ("Explain how photosynthesis converts light energy into chemical energy in plant cells.", "stem"),
+        ("What were the main causes of the French Revolution?", "humanities"),
+        ("hi, how are you today?", "general"),
+    ];
+    let mut wrong = Vec::new();
+    for (prompt, want) in cases {
+        let c = clf.classify(prompt).unwrap();
+        let got = c.top_label(clf.labels()).unwrap();
+        if got != want {
+            wrong.push(format!(
+                "{prompt:?}: want {want}, got {got} ({:.2}, {:?}) probs {:?}",
+                c.confidence(),
+                c.stage,
+                c.probs
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "misrouted:\n{}", wrong.join("\n"));
+}
+
+#[test]
+fn gibberish_gets_low_confidence() {
+    let clf = shipped();
+    // Known limit: strings of made-up *words* ("blorp snazzle wug") read as code
+    // identifiers to the encoder (coding 0.69); keyboard-mash gibberish stays uncertain.
+    for text in ["qwv zzpl mrrk oobt fnarg"] {
+        let c = clf.classify(text).unwrap();
+        assert!(
+            c.confidence() < clf.config().thresholds.min_confidence || c.normalized_entropy() > 0.6,
+            "{text:?}: confidence {:.3}, entropy {:.3}, stage {:?}, probs {:?}",
+            c.confidence(),
+            c.normalized_entropy(),
+            c.stage,
+            c.probs
+        );
+    }
+}
+
+#[test]
+fn batching_does_not_change_results() {
+    let clf = shipped();
+    let a = "How do I reverse a linked list in C?";
+    let others = [
+        "Summarize the plot of Hamlet in three sentences, then compare its themes with those of Macbeth, focusing on ambition, guilt and fate, and explain which play you find darker and why.",
+        "hello",
+        "What is 17 * 23?",
+    ];
+    let alone = clf.classify_encoder(&[a]).unwrap().remove(0);
+    let mut batch = vec![others[0], a, others[1], others[2]];
+    let together = clf.classify_encoder(&batch).unwrap().remove(1);
+    batch.reverse();
+    let reversed = clf.classify_encoder(&batch).unwrap().remove(2);
+    for other in [&together, &reversed] {
+        assert_eq!(alone.top_index(), other.top_index());
+        for (x, y) in alone.probs.iter().zip(&other.probs) {
+            assert!((x - y).abs() < 1e-5, "alone {:?} vs batched {:?}", alone.probs, other.probs);
+        }
+    }
+}
+
+#[test]
+fn centroid_router_picks_a_new_category_without_retraining() {
+    let encoder = CentroidRouter::load_encoder(&models_dir()).unwrap();
+    let cats = |label: &str, ex: &[&str]| (label.to_owned(), ex.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    let mut r = CentroidRouter::new(
+        encoder,
+        vec![
+            cats(
+                "cooking",
+                &[
+                    "How long should I bake a chicken breast?",
+                    "Give me a recipe for pancakes.",
+                    "How do I make a tomato sauce from scratch?",
+                ],
+            ),
+            cats(
+                "sports",
+                &[
+                    "Who won the last World Cup?",
+                    "How many players are on a basketball team?",
+                    "Explain the offside rule in soccer.",
+                ],
+            ),
+        ],
+    )
+    .unwrap();
+    let query = "When should I prune my rose bushes and how much should I water the tomato seedlings in my garden?";
+    let before = r.classify_encoder(&[query]).unwrap().remove(0);
+    assert_eq!(r.labels().len(), 2);
+    r.add_category(
+        "gardening".into(),
+        &[
+            "How often should I water my vegetable garden?",
+            "What is the best soil for growing roses?",
+            "When do I plant tulip bulbs?",
+        ]
+        .map(String::from),
+    )
+    .unwrap();
+    let after = r.classify_encoder(&[query]).unwrap().remove(0);
+    assert_eq!(after.top_label(r.labels()), Some("gardening"), "before {:?}, after {:?}", before.probs, after.probs);
+    assert_eq!(after.stage, Stage::Encoder);
+}
+
+#[test]
+fn service_batches_concurrent_requests_and_reports_queue_full() {
+    let clf = shipped();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    // Inputs stage 1 cannot decide, so they all need the (slow) encoder.
+    let texts: Vec<String> = (0..24).map(|i| format!("zzq{i} blorp wug {i} fnord")).collect();
+    rt.block_on(async {
+        let svc = Arc::new(ClassifierService::start(clf.clone() as Arc<dyn Router>, ServiceConfig::default()).unwrap());
+        let handles: Vec<_> = texts
+            .iter()
+            .map(|t| {
+                tokio::spawn({
+                    let s = svc.clone();
+                    let t = t.clone();
+                    async move { s.classify(t).await }
+                })
+            })
+            .collect();
+        for (h, t) in handles.into_iter().zip(&texts) {
+            let got = h.await.unwrap().unwrap();
+            let alone = clf.classify(t).unwrap();
+            assert_eq!(got.top_index(), alone.top_index());
+            assert!(
+                got.probs.iter().zip(&alone.probs).all(|(x, y)| (x - y).abs() < 1e-5),
+                "{t:?}: service result differs from alone"
+            );
+        }
+        let tiny = ServiceConfig { encoder_queue_capacity: 1, max_batch: 1, ..ServiceConfig::default() };
+        let svc = Arc::new(ClassifierService::start(clf.clone() as Arc<dyn Router>, tiny).unwrap());
+        let handles: Vec<_> = texts
+            .iter()
+            .map(|t| {
+                tokio::spawn({
+                    let s = svc.clone();
+                    let t = t.clone();
+                    async move { s.classify(t).await }
+                })
+            })
+            .collect();
+        let mut full = 0;
+        for h in handles {
+            if matches!(h.await.unwrap(), Err(ClassifyError::QueueFull)) {
+                full += 1;
+            }
+        }
+        assert!(full > 0, "a 1-slot encoder queue must overflow under 24 concurrent requests");
+    });
+}
+
+#[test]
+fn prompt_text_feeds_the_classifier_for_follow_ups() {
+    let clf = shipped();
+    let msgs = vec![
+        serde_json::json!({"role": "user", "content": "Write a Python script that renames all .txt files in a folder."}),
+        serde_json::json!({"role": "assistant", "content": "import os ..."}),
+        serde_json::json!({"role": "user", "content": "Now add error handling."}),
+    ];
+    let c = clf.classify(&prompt_text(&msgs)).unwrap();
+    assert_eq!(c.top_label(clf.labels()), Some("coding"), "probs {:?}", c.probs);
+}
