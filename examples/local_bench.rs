@@ -19,20 +19,16 @@ const RUNS: usize = 2;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let path = args.first().ok_or_else(|| {
-        anyhow::anyhow!("usage: local_bench MODEL.gguf [quantized|f16|f32] [chat_template]")
-    })?;
+    let path = args
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("usage: local_bench MODEL.gguf [quantized|f16|f32] [chat_template]"))?;
     let weights = match args.get(1).map(String::as_str).unwrap_or("quantized") {
         "quantized" => WeightFormat::Quantized,
         "f16" => WeightFormat::F16,
         "f32" => WeightFormat::F32,
         other => anyhow::bail!("unknown weights format {other}"),
     };
-    let cfg = LocalConfig {
-        weights,
-        chat_template: args.get(2).cloned(),
-        ..LocalConfig::new(path)
-    };
+    let cfg = LocalConfig { weights, chat_template: args.get(2).cloned(), ..LocalConfig::new(path) };
     let expert = LocalExpert::spawn("bench", cfg)?;
     let info = expert.info();
 
@@ -40,17 +36,13 @@ fn main() -> anyhow::Result<()> {
     let mut best_decode = 0f64;
     for _ in 0..RUNS {
         // Prefill: a long prompt and a single generated token.
-        let long = "The quick brown fox jumps over the lazy dog near the river bank. "
-            .repeat(PREFILL_REPEATS);
+        let long = "The quick brown fox jumps over the lazy dog near the river bank. ".repeat(PREFILL_REPEATS);
         let started = Instant::now();
         let (_, prompt_tokens, _) = drain(&expert, request(&long, 1))?;
         best_prefill = best_prefill.max(prompt_tokens as f64 / started.elapsed().as_secs_f64());
 
         // Decode: time between the first streamed token and the end.
-        let (first_at, _, completion) = drain(
-            &expert,
-            request("Tell me a long story about a dragon.", DECODE_TOKENS),
-        )?;
+        let (first_at, _, completion) = drain(&expert, request("Tell me a long story about a dragon.", DECODE_TOKENS))?;
         if let Some((t0, n0)) = first_at {
             let steps = completion.saturating_sub(n0);
             best_decode = best_decode.max(steps as f64 / t0.elapsed().as_secs_f64());
@@ -81,14 +73,8 @@ fn request(text: &str, max_tokens: u32) -> GenRequest {
 }
 
 /// Returns (time and token count at the first delta, prompt tokens, completion tokens).
-#[expect(
-    clippy::type_complexity,
-    reason = "a private three-field result used once"
-)]
-fn drain(
-    expert: &LocalExpert,
-    req: GenRequest,
-) -> anyhow::Result<(Option<(Instant, u32)>, u32, u32)> {
+#[expect(clippy::type_complexity, reason = "a private three-field result used once")]
+fn drain(expert: &LocalExpert, req: GenRequest) -> anyhow::Result<(Option<(Instant, u32)>, u32, u32)> {
     let mut rx = expert.submit(req)?;
     let mut first = None;
     while let Some(ev) = rx.blocking_recv() {
@@ -98,11 +84,7 @@ fn drain(
                     first = Some((Instant::now(), 1));
                 }
             }
-            GenEvent::Done {
-                prompt_tokens,
-                completion_tokens,
-                ..
-            } => {
+            GenEvent::Done { prompt_tokens, completion_tokens, .. } => {
                 return Ok((first, prompt_tokens, completion_tokens));
             }
             GenEvent::Error(e) => anyhow::bail!(e),

@@ -44,11 +44,14 @@ fn serve(paths: Vec<PathBuf>, listen: Option<SocketAddr>, watch: bool) -> anyhow
     }
     let server_cfg = config.server.clone();
     let origin = config.origin.clone();
-    let routers: SharedRouterFactory = Arc::new(triage::routing::no_routers);
+    let routers: SharedRouterFactory = triage::routing::classifiers::factory(config::models_dir());
     let source = (!paths.is_empty()).then(|| ReloadSource { paths: paths.clone(), routers: routers.clone() });
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
-        let state = Arc::new(AppState::new(config, &*routers, source)?);
+        // Loading local models and routers takes seconds of CPU: keep it off the async workers.
+        let factory = routers.clone();
+        let state = tokio::task::spawn_blocking(move || AppState::new(config, &*factory, source)).await??;
+        let state = Arc::new(state);
         let listener =
             tokio::net::TcpListener::bind(server_cfg.listen).await.with_context(|| format!("binding {}", server_cfg.listen))?;
         let _watcher = if watch { reload::watch(state.clone()).context("watching the config files")? } else { None };

@@ -523,5 +523,12 @@ impl Validator<'_> {
     }
 }
 
+/// The models folder: `TRIAGE_MODELS_DIR`, else `./models` (where `scripts/setup.sh` puts them).
+pub fn models_dir() -> PathBuf {
+    PathBuf::from(std::env::var(MODELS_DIR_ENV).unwrap_or_else(|_| DEFAULT_MODELS_DIR.to_string()))
+}
+
+impl Validator<'_> {}
+
 #[cfg(test)]
 mod tests;

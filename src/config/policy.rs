@@ -15,7 +15,7 @@ pub const CENTROID_ROUTER: &str = "centroid";
 #[derive(Debug, Clone, PartialEq)]
 pub enum RouterRef {
     /// A trained router folder `<routers_dir>/<name>`.
-    Trained { name: String, labels: Vec<String> },
+    Trained { name: String, dir: std::path::PathBuf, labels: Vec<String> },
     /// Categories described by example prompts; adding one needs no retraining.
     Centroid { examples: Vec<(String, Vec<String>)> },
 }
@@ -168,7 +168,7 @@ pub(super) fn validate(
                 return Err(invalid(file, format!("{path}.centroid"), "is only for router = \"centroid\""));
             }
             let labels = router_labels(file, &format!("{path}.router"), routers_dir, name)?;
-            Some(RouterRef::Trained { name: name.to_string(), labels })
+            Some(RouterRef::Trained { name: name.to_string(), dir: routers_dir.join(name), labels })
         }
     };
     if let Some(r) = &router {

@@ -2,6 +2,7 @@
 //! local (GGUF in-process), behind one call interface.
 
 pub mod breaker;
+pub mod local;
 pub mod remote;
 
 use std::time::Duration;
@@ -102,6 +103,7 @@ pub struct CallOptions {
 
 pub enum Backend {
     Remote(remote::RemoteExpert),
+    Local(local::LocalBackend),
 }
 
 /// One configured expert with its live state.
@@ -115,12 +117,7 @@ impl Expert {
     pub fn new(config: ExpertConfig, resilience: &Resilience) -> Result<Self, ExpertError> {
         let backend = match &config.kind {
             ExpertKind::OpenAi(remote) => Backend::Remote(remote::RemoteExpert::new(&config.name, remote)?),
-            ExpertKind::Local(_) => {
-                return Err(ExpertError::Unavailable {
-                    expert: config.name.clone(),
-                    detail: "local experts are not built into this binary yet".into(),
-                })
-            }
+            ExpertKind::Local(settings) => Backend::Local(local::LocalBackend::new(&config.name, settings)?),
         };
         Ok(Self { breaker: Breaker::new(resilience.breaker_failures, resilience.breaker_cooldown), config, backend })
     }
@@ -139,12 +136,17 @@ impl Expert {
     ) -> Result<Reply, ExpertError> {
         match &self.backend {
             Backend::Remote(r) => r.chat(body, opts, trace).await,
+            Backend::Local(l) => l.chat(body, opts).await,
         }
     }
 
     pub async fn embeddings(&self, body: &serde_json::Map<String, serde_json::Value>) -> Result<Bytes, ExpertError> {
         match &self.backend {
             Backend::Remote(r) => r.embeddings(body).await,
+            Backend::Local(_) => Err(ExpertError::Unavailable {
+                expert: self.name().to_string(),
+                detail: "local experts serve chat only".into(),
+            }),
         }
     }
 }

@@ -40,13 +40,7 @@ pub struct Outcome {
     pub prompt_tokens: u32,
     pub completion_tokens: u32,
     /// Generated ids (the stop token excluded).
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "read by tests to compare streamed text with a full decode"
-        )
-    )]
+    #[cfg_attr(not(test), expect(dead_code, reason = "read by tests to compare streamed text with a full decode"))]
     pub ids: Vec<u32>,
 }
 
@@ -70,22 +64,15 @@ impl From<candle_core::Error> for Abort {
 }
 
 pub fn parse_device(spec: &str) -> Result<Device, LocalError> {
-    let err = |reason: String| LocalError::Device {
-        device: spec.to_string(),
-        reason,
-    };
+    let err = |reason: String| LocalError::Device { device: spec.to_string(), reason };
     match spec.split_once(':') {
         None if spec == "cpu" => Ok(Device::Cpu),
         Some(("cuda", n)) => {
-            let n: usize = n
-                .parse()
-                .map_err(|_| err("expected `cuda:N` with N a GPU index".into()))?;
+            let n: usize = n.parse().map_err(|_| err("expected `cuda:N` with N a GPU index".into()))?;
             if cfg!(feature = "cuda") {
                 Device::new_cuda(n).map_err(|e| err(e.to_string()))
             } else {
-                Err(err(
-                    "this binary was built without the `cuda` cargo feature".into(),
-                ))
+                Err(err("this binary was built without the `cuda` cargo feature".into()))
             }
         }
         _ => Err(err("expected `cpu` or `cuda:N`".into())),
@@ -102,23 +89,15 @@ impl Engine {
         };
         let (engine, bytes_on_disk) = match source {
             Source::File(path) => {
-                let file = std::fs::File::open(path).map_err(|source| LocalError::Io {
-                    path: path.to_path_buf(),
-                    source,
-                })?;
+                let file =
+                    std::fs::File::open(path).map_err(|source| LocalError::Io { path: path.to_path_buf(), source })?;
                 let len = file.metadata().map(|m| m.len() as usize).unwrap_or(0);
                 let mut reader = std::io::BufReader::new(file);
-                (
-                    Self::load_from(name, cfg, &origin, &mut reader, &device)?,
-                    len,
-                )
+                (Self::load_from(name, cfg, &origin, &mut reader, &device)?, len)
             }
             Source::Bytes(bytes) => {
                 let mut reader = Cursor::new(bytes);
-                (
-                    Self::load_from(name, cfg, &origin, &mut reader, &device)?,
-                    bytes.len(),
-                )
+                (Self::load_from(name, cfg, &origin, &mut reader, &device)?, bytes.len())
             }
         };
         let mut engine = engine;
@@ -134,10 +113,8 @@ impl Engine {
         reader: &mut R,
         device: &Device,
     ) -> Result<Self, LocalError> {
-        let content = gguf_file::Content::read(reader).map_err(|source| LocalError::Gguf {
-            origin: origin.to_string(),
-            source,
-        })?;
+        let content = gguf_file::Content::read(reader)
+            .map_err(|source| LocalError::Gguf { origin: origin.to_string(), source })?;
         let md_str = |key: &str| content.metadata.get(key).and_then(|v| v.to_string().ok());
         let arch = match cfg.arch {
             Some(a) => a,
@@ -147,10 +124,8 @@ impl Engine {
                     key: "general.architecture",
                     problem: "missing (set `arch` in the config)".into(),
                 })?;
-                Arch::from_gguf(raw).ok_or_else(|| LocalError::UnsupportedArch {
-                    origin: origin.to_string(),
-                    arch: raw.clone(),
-                })?
+                Arch::from_gguf(raw)
+                    .ok_or_else(|| LocalError::UnsupportedArch { origin: origin.to_string(), arch: raw.clone() })?
             }
         };
         let gguf_ctx = arch
@@ -158,11 +133,8 @@ impl Engine {
             .and_then(|p| content.metadata.get(&format!("{p}.context_length")))
             .and_then(|v| v.to_u32().ok())
             .map(|v| v as usize);
-        let context_length = cfg.context_length.unwrap_or_else(|| {
-            gguf_ctx
-                .unwrap_or(FALLBACK_CONTEXT_LENGTH)
-                .min(DEFAULT_MAX_CONTEXT)
-        });
+        let context_length =
+            cfg.context_length.unwrap_or_else(|| gguf_ctx.unwrap_or(FALLBACK_CONTEXT_LENGTH).min(DEFAULT_MAX_CONTEXT));
         let tok = tokenizer::build(&content, cfg.tokenizer.as_deref(), origin)?;
         let template = ChatTemplate::new(
             name,
@@ -171,19 +143,9 @@ impl Engine {
             tok.bos.as_ref().map(|b| b.1.clone()).unwrap_or_default(),
             tok.eos.as_ref().map(|b| b.1.clone()).unwrap_or_default(),
         )?;
-        let mut src = GgufSource {
-            content: &content,
-            reader,
-            device,
-            format: cfg.weights,
-            context_length,
-            params: 0,
-            bytes: 0,
-        };
-        let load_err = |source| LocalError::Load {
-            origin: origin.to_string(),
-            source,
-        };
+        let mut src =
+            GgufSource { content: &content, reader, device, format: cfg.weights, context_length, params: 0, bytes: 0 };
+        let load_err = |source| LocalError::Load { origin: origin.to_string(), source };
         let model: Box<dyn LanguageModel> = match arch {
             Arch::Llama => Box::new(llama::Model::load(&mut src, "llama", true).map_err(load_err)?),
             Arch::Qwen2 => Box::new(qwen2::load(&mut src).map_err(load_err)?),
@@ -199,12 +161,7 @@ impl Engine {
             vocab_size: tok.tokenizer.get_vocab_size(true),
             load_time: Default::default(),
         };
-        Ok(Self {
-            model,
-            tok,
-            template,
-            info,
-        })
+        Ok(Self { model, tok, template, info })
     }
 
     /// Renders and tokenizes the chat prompt exactly as generation will.
@@ -212,10 +169,7 @@ impl Engine {
         let text = self.template.render(&req.messages)?;
         self.tok
             .encode_prompt(&text)
-            .map_err(|reason| LocalError::Tokenizer {
-                origin: self.info.arch.to_string(),
-                reason,
-            })
+            .map_err(|reason| LocalError::Tokenizer { origin: self.info.arch.to_string(), reason })
     }
 
     /// Runs one request. `emit` receives text deltas (whole UTF-8 characters, stop strings
@@ -230,11 +184,7 @@ impl Engine {
         let prompt = self.prompt_ids(req)?;
         let ctx = self.info.context_length;
         if prompt.len() >= ctx {
-            return Err(LocalError::PromptTooLong {
-                prompt_tokens: prompt.len(),
-                context_length: ctx,
-            }
-            .into());
+            return Err(LocalError::PromptTooLong { prompt_tokens: prompt.len(), context_length: ctx }.into());
         }
         let room = ctx - prompt.len();
         let max_new = req.max_tokens.map_or(room, |m| (m as usize).min(room));
@@ -262,10 +212,7 @@ impl Engine {
             logits = Some(self.model.forward(chunk, i * PREFILL_CHUNK)?);
         }
         let mut logits = logits.ok_or_else(|| {
-            Abort::Failed(LocalError::InvalidRequest {
-                param: "messages",
-                reason: "render to an empty prompt".into(),
-            })
+            Abort::Failed(LocalError::InvalidRequest { param: "messages", reason: "render to an empty prompt".into() })
         })?;
 
         let finish_reason = loop {
@@ -279,9 +226,7 @@ impl Engine {
                 break FinishReason::Stop;
             }
             context.push(id);
-            let piece = decoder
-                .push(&self.tok.tokenizer, id)
-                .map_err(|reason| self.tok_err(reason))?;
+            let piece = decoder.push(&self.tok.tokenizer, id).map_err(|reason| self.tok_err(reason))?;
             if let Some(piece) = piece {
                 match stops.push(&piece) {
                     StopOutcome::Continue(t) => {
@@ -311,9 +256,7 @@ impl Engine {
             logits = self.model.forward(&[id], context.len() - 1)?;
         };
         // Flush what the decoder and the stop matcher were holding back.
-        let tail = decoder
-            .finish(&self.tok.tokenizer)
-            .map_err(|reason| self.tok_err(reason))?;
+        let tail = decoder.finish(&self.tok.tokenizer).map_err(|reason| self.tok_err(reason))?;
         let mut rest = String::new();
         if let Some(tail) = tail {
             match stops.push(&tail) {
@@ -335,18 +278,10 @@ impl Engine {
         if !rest.is_empty() && !emit(&rest) {
             return Err(Abort::Cancelled);
         }
-        Ok(Outcome {
-            finish_reason,
-            prompt_tokens,
-            completion_tokens,
-            ids: decoder.ids().to_vec(),
-        })
+        Ok(Outcome { finish_reason, prompt_tokens, completion_tokens, ids: decoder.ids().to_vec() })
     }
 
     fn tok_err(&self, reason: String) -> Abort {
-        Abort::Failed(LocalError::Tokenizer {
-            origin: self.info.arch.to_string(),
-            reason,
-        })
+        Abort::Failed(LocalError::Tokenizer { origin: self.info.arch.to_string(), reason })
     }
 }

@@ -17,11 +17,7 @@ pub enum LocalError {
         source: candle_core::Error,
     },
     #[error("{origin}: GGUF metadata `{key}` is {problem}")]
-    Metadata {
-        origin: String,
-        key: &'static str,
-        problem: String,
-    },
+    Metadata { origin: String, key: &'static str, problem: String },
     #[error("{origin}: architecture `{arch}` is not supported (supported: llama, mistral, qwen2, gemma3)")]
     UnsupportedArch { origin: String, arch: String },
     #[error("{origin}: failed to load weights: {source}")]
@@ -46,10 +42,7 @@ pub enum LocalError {
     #[error("invalid request: `{param}` {reason}")]
     InvalidRequest { param: &'static str, reason: String },
     #[error("prompt of {prompt_tokens} tokens does not fit the context of {context_length} tokens (at least one token must be left to generate)")]
-    PromptTooLong {
-        prompt_tokens: usize,
-        context_length: usize,
-    },
+    PromptTooLong { prompt_tokens: usize, context_length: usize },
     #[error("local expert {model} queue is full ({limit} waiting)")]
     QueueFull { model: String, limit: usize },
     #[error("local expert {model} worker has stopped")]

@@ -149,22 +149,13 @@ impl LocalConfig {
 
     fn validate(&self) -> Result<(), LocalError> {
         if self.queue_limit == 0 {
-            return Err(LocalError::Config {
-                key: "queue_limit",
-                reason: "must be at least 1 (got 0)".into(),
-            });
+            return Err(LocalError::Config { key: "queue_limit", reason: "must be at least 1 (got 0)".into() });
         }
         if self.context_length == Some(0) {
-            return Err(LocalError::Config {
-                key: "context_length",
-                reason: "must be at least 1 (got 0)".into(),
-            });
+            return Err(LocalError::Config { key: "context_length", reason: "must be at least 1 (got 0)".into() });
         }
         if self.threads == Some(0) {
-            return Err(LocalError::Config {
-                key: "threads",
-                reason: "must be at least 1 (got 0)".into(),
-            });
+            return Err(LocalError::Config { key: "threads", reason: "must be at least 1 (got 0)".into() });
         }
         Ok(())
     }
@@ -203,10 +194,7 @@ pub struct ChatMessage {
 
 impl ChatMessage {
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
-        Self {
-            role: role.into(),
-            content: content.into(),
-        }
+        Self { role: role.into(), content: content.into() }
     }
 }
 
@@ -239,18 +227,12 @@ impl GenRequest {
         if let Some(p) = self.top_p.filter(|p| !(*p > 0.0 && *p <= 1.0)) {
             return bad("top_p", format!("must be in (0, 1], got {p}"));
         }
-        for (param, v) in [
-            ("presence_penalty", self.presence_penalty),
-            ("frequency_penalty", self.frequency_penalty),
-        ] {
+        for (param, v) in [("presence_penalty", self.presence_penalty), ("frequency_penalty", self.frequency_penalty)] {
             if let Some(v) = v.filter(|v| !(-2.0..=2.0).contains(v)) {
                 return bad(param, format!("must be in [-2, 2], got {v}"));
             }
         }
-        if let Some(r) = self
-            .repetition_penalty
-            .filter(|r| !(*r > 0.0 && r.is_finite()))
-        {
+        if let Some(r) = self.repetition_penalty.filter(|r| !(*r > 0.0 && r.is_finite())) {
             return bad("repetition_penalty", format!("must be > 0, got {r}"));
         }
         Ok(())
@@ -272,11 +254,7 @@ pub enum GenEvent {
     Delta(String),
     /// Last event of a successful generation. `completion_tokens` counts every sampled token,
     /// including the end-of-sequence token when that is what stopped generation.
-    Done {
-        finish_reason: FinishReason,
-        prompt_tokens: u32,
-        completion_tokens: u32,
-    },
+    Done { finish_reason: FinishReason, prompt_tokens: u32, completion_tokens: u32 },
     /// Last event of a failed generation.
     Error(String),
 }
@@ -319,10 +297,7 @@ pub struct LocalExpert {
 
 impl std::fmt::Debug for LocalExpert {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LocalExpert")
-            .field("name", &self.inner.name)
-            .field("info", &self.inner.info)
-            .finish()
+        f.debug_struct("LocalExpert").field("name", &self.inner.name).field("info", &self.inner.info).finish()
     }
 }
 
@@ -335,19 +310,11 @@ impl LocalExpert {
     }
 
     /// Same as [`spawn`](Self::spawn), from GGUF bytes already in host memory (warm tier).
-    pub fn spawn_from_bytes(
-        name: &str,
-        cfg: LocalConfig,
-        bytes: Arc<Vec<u8>>,
-    ) -> Result<LocalExpert, LocalError> {
+    pub fn spawn_from_bytes(name: &str, cfg: LocalConfig, bytes: Arc<Vec<u8>>) -> Result<LocalExpert, LocalError> {
         Self::start(name, cfg, Some(bytes))
     }
 
-    fn start(
-        name: &str,
-        cfg: LocalConfig,
-        bytes: Option<Arc<Vec<u8>>>,
-    ) -> Result<LocalExpert, LocalError> {
+    fn start(name: &str, cfg: LocalConfig, bytes: Option<Arc<Vec<u8>>>) -> Result<LocalExpert, LocalError> {
         cfg.validate()?;
         if let Some(n) = cfg.threads {
             configure_cpu_threads(n);
@@ -384,12 +351,8 @@ impl LocalExpert {
                     worker_in_flight.fetch_sub(1, Ordering::AcqRel);
                 }
             })
-            .map_err(|e| LocalError::WorkerGone {
-                model: format!("{name} (cannot start thread: {e})"),
-            })?;
-        let info = loaded_rx.recv().map_err(|_| LocalError::WorkerGone {
-            model: name.to_string(),
-        })??;
+            .map_err(|e| LocalError::WorkerGone { model: format!("{name} (cannot start thread: {e})") })?;
+        let info = loaded_rx.recv().map_err(|_| LocalError::WorkerGone { model: name.to_string() })??;
         tracing::info!(
             expert = name,
             arch = %info.arch,
@@ -399,15 +362,7 @@ impl LocalExpert {
             load_ms = info.load_time.as_millis() as u64,
             "Local expert loaded."
         );
-        Ok(LocalExpert {
-            inner: Arc::new(Inner {
-                name: name.to_string(),
-                info,
-                jobs,
-                in_flight,
-                queue_limit,
-            }),
-        })
+        Ok(LocalExpert { inner: Arc::new(Inner { name: name.to_string(), info, jobs, in_flight, queue_limit }) })
     }
 
     /// Enqueues a generation. Events arrive on the returned receiver; dropping it cancels the
@@ -419,10 +374,7 @@ impl LocalExpert {
         let prev = inner.in_flight.fetch_add(1, Ordering::AcqRel);
         if prev > inner.queue_limit {
             inner.in_flight.fetch_sub(1, Ordering::AcqRel);
-            return Err(LocalError::QueueFull {
-                model: inner.name.clone(),
-                limit: inner.queue_limit,
-            });
+            return Err(LocalError::QueueFull { model: inner.name.clone(), limit: inner.queue_limit });
         }
         let (events, rx) = mpsc::channel(EVENT_BUFFER);
         match inner.jobs.try_send(Job { req, events }) {
@@ -430,13 +382,10 @@ impl LocalExpert {
             Err(e) => {
                 inner.in_flight.fetch_sub(1, Ordering::AcqRel);
                 Err(match e {
-                    TrySendError::Full(_) => LocalError::QueueFull {
-                        model: inner.name.clone(),
-                        limit: inner.queue_limit,
-                    },
-                    TrySendError::Disconnected(_) => LocalError::WorkerGone {
-                        model: inner.name.clone(),
-                    },
+                    TrySendError::Full(_) => {
+                        LocalError::QueueFull { model: inner.name.clone(), limit: inner.queue_limit }
+                    }
+                    TrySendError::Disconnected(_) => LocalError::WorkerGone { model: inner.name.clone() },
                 })
             }
         }
@@ -465,11 +414,7 @@ fn run_job(name: &str, engine: &mut engine::Engine, job: Job) {
     let result = engine.generate(
         &req,
         // Blocking send is fine: this is the expert's own thread, never a tokio worker.
-        |text| {
-            events
-                .blocking_send(GenEvent::Delta(text.to_string()))
-                .is_ok()
-        },
+        |text| events.blocking_send(GenEvent::Delta(text.to_string())).is_ok(),
         || !events.is_closed(),
     );
     match result {

@@ -33,11 +33,7 @@ pub struct Sampler {
 
 impl Sampler {
     pub fn new(params: SamplingParams) -> Self {
-        Self {
-            rng: StdRng::seed_from_u64(params.seed),
-            params,
-            counts: HashMap::new(),
-        }
+        Self { rng: StdRng::seed_from_u64(params.seed), params, counts: HashMap::new() }
     }
 
     fn greedy(&self) -> bool {
@@ -47,21 +43,13 @@ impl Sampler {
     /// Picks the next token. `context` is prompt + generated ids (for repetition_penalty).
     pub fn sample(&mut self, logits: &mut [f32], context: &[u32]) -> u32 {
         self.apply_penalties(logits, context);
-        let id = if self.greedy() {
-            argmax(logits)
-        } else {
-            self.sample_random(logits)
-        };
+        let id = if self.greedy() { argmax(logits) } else { self.sample_random(logits) };
         *self.counts.entry(id).or_default() += 1;
         id
     }
 
     fn apply_penalties(&self, logits: &mut [f32], context: &[u32]) {
-        if let Some(p) = self
-            .params
-            .repetition_penalty
-            .filter(|p| *p != 1.0 && *p > 0.0)
-        {
+        if let Some(p) = self.params.repetition_penalty.filter(|p| *p != 1.0 && *p > 0.0) {
             let start = context.len().saturating_sub(REPETITION_WINDOW);
             let mut seen: Vec<u32> = context[start..].to_vec();
             seen.sort_unstable();
@@ -178,10 +166,7 @@ pub enum StopOutcome {
 
 impl StopMatcher {
     pub fn new(stops: &[String]) -> Self {
-        Self {
-            stops: stops.iter().filter(|s| !s.is_empty()).cloned().collect(),
-            pending: String::new(),
-        }
+        Self { stops: stops.iter().filter(|s| !s.is_empty()).cloned().collect(), pending: String::new() }
     }
 
     pub fn push(&mut self, text: &str) -> StopOutcome {
@@ -189,11 +174,7 @@ impl StopMatcher {
             return StopOutcome::Continue(text.to_string());
         }
         self.pending.push_str(text);
-        let first_match = self
-            .stops
-            .iter()
-            .filter_map(|s| self.pending.find(s.as_str()))
-            .min();
+        let first_match = self.stops.iter().filter_map(|s| self.pending.find(s.as_str())).min();
         if let Some(at) = first_match {
             let out = self.pending[..at].to_string();
             self.pending.clear();
@@ -245,10 +226,7 @@ mod tests {
 
     #[test]
     fn stop_string_spanning_chunks_is_never_emitted() {
-        assert_eq!(
-            run(&["END"], &["abc E", "N", "D more"]),
-            ("abc ".into(), true)
-        );
+        assert_eq!(run(&["END"], &["abc E", "N", "D more"]), ("abc ".into(), true));
         assert_eq!(run(&["\n\n"], &["one\n", "\ntwo"]), ("one".into(), true));
     }
 
@@ -270,20 +248,12 @@ mod tests {
             frequency_penalty: None,
             repetition_penalty: None,
         };
-        assert_eq!(
-            Sampler::new(params(None, 1)).sample(&mut logits.clone(), &[]),
-            1
-        );
+        assert_eq!(Sampler::new(params(None, 1)).sample(&mut logits.clone(), &[]), 1);
         let draw = |seed| {
             let mut s = Sampler::new(params(Some(1.0), seed));
-            (0..20)
-                .map(|_| s.sample(&mut logits.clone(), &[]))
-                .collect::<Vec<_>>()
+            (0..20).map(|_| s.sample(&mut logits.clone(), &[])).collect::<Vec<_>>()
         };
         assert_eq!(draw(7), draw(7));
-        assert!(
-            draw(7).iter().all(|id| *id == 1 || *id == 2),
-            "top-k/top-p keep only 1 and 2"
-        );
+        assert!(draw(7).iter().all(|id| *id == 1 || *id == 2), "top-k/top-p keep only 1 and 2");
     }
 }

@@ -49,20 +49,13 @@ pub const COMPLETION_TEMPLATE: &str =
     "{{ bos_token }}{% for message in messages %}{{ message['content'] }}{% endfor %}";
 
 /// Names `chat_template` may use instead of a template source.
-pub const BUILTIN_TEMPLATES: &[(&str, &str)] = &[
-    ("gemma", GEMMA_CHAT_TEMPLATE),
-    ("chatml", CHATML_CHAT_TEMPLATE),
-    ("completion", COMPLETION_TEMPLATE),
-];
+pub const BUILTIN_TEMPLATES: &[(&str, &str)] =
+    &[("gemma", GEMMA_CHAT_TEMPLATE), ("chatml", CHATML_CHAT_TEMPLATE), ("completion", COMPLETION_TEMPLATE)];
 
 const TEMPLATE_NAME: &str = "chat";
 
 pub fn builtin_names() -> String {
-    BUILTIN_TEMPLATES
-        .iter()
-        .map(|(n, _)| *n)
-        .collect::<Vec<_>>()
-        .join(", ")
+    BUILTIN_TEMPLATES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
 }
 
 /// A compiled chat template with the model's special-token texts bound.
@@ -91,44 +84,25 @@ impl ChatTemplate {
         eos_token: String,
     ) -> Result<Self, LocalError> {
         let source = match configured {
-            Some(c) => BUILTIN_TEMPLATES
-                .iter()
-                .find(|(name, _)| *name == c)
-                .map_or(c, |(_, src)| *src),
-            None => from_gguf.ok_or_else(|| LocalError::NoChatTemplate {
-                model: model.to_string(),
-                builtins: builtin_names(),
-            })?,
+            Some(c) => BUILTIN_TEMPLATES.iter().find(|(name, _)| *name == c).map_or(c, |(_, src)| *src),
+            None => from_gguf
+                .ok_or_else(|| LocalError::NoChatTemplate { model: model.to_string(), builtins: builtin_names() })?,
         };
         let mut env = Environment::new();
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
         minijinja_contrib::add_to_environment(&mut env);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function(
-            "raise_exception",
-            |msg: String| -> Result<String, minijinja::Error> {
-                Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
-            },
-        );
+        env.add_function("raise_exception", |msg: String| -> Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
+        });
         env.add_template_owned(TEMPLATE_NAME, source.to_string())
-            .map_err(|e| LocalError::Template {
-                model: model.to_string(),
-                reason: format!("does not compile: {e}"),
-            })?;
-        Ok(Self {
-            env,
-            bos_token,
-            eos_token,
-            model: model.to_string(),
-        })
+            .map_err(|e| LocalError::Template { model: model.to_string(), reason: format!("does not compile: {e}") })?;
+        Ok(Self { env, bos_token, eos_token, model: model.to_string() })
     }
 
     pub fn render(&self, messages: &[ChatMessage]) -> Result<String, LocalError> {
-        let err = |e: minijinja::Error| LocalError::Template {
-            model: self.model.clone(),
-            reason: e.to_string(),
-        };
+        let err = |e: minijinja::Error| LocalError::Template { model: self.model.clone(), reason: e.to_string() };
         let tmpl = self.env.get_template(TEMPLATE_NAME).map_err(err)?;
         tmpl.render(Ctx {
             messages,

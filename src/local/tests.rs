@@ -18,33 +18,20 @@ fn model_path(file: &str) -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models"));
     let path = dir.join(file);
-    assert!(
-        path.is_file(),
-        "model {} is missing: run `scripts/setup.sh` (or set TRIAGE_MODELS_DIR)",
-        path.display()
-    );
+    assert!(path.is_file(), "model {} is missing: run `scripts/setup.sh` (or set TRIAGE_MODELS_DIR)", path.display());
     path
 }
 
 fn smollm_cfg() -> LocalConfig {
-    LocalConfig {
-        weights: WeightFormat::F32,
-        ..LocalConfig::new(model_path(SMOLLM))
-    }
+    LocalConfig { weights: WeightFormat::F32, ..LocalConfig::new(model_path(SMOLLM)) }
 }
 
 fn gemma_cfg() -> LocalConfig {
-    LocalConfig {
-        chat_template: Some("completion".into()),
-        ..LocalConfig::new(model_path(GEMMA))
-    }
+    LocalConfig { chat_template: Some("completion".into()), ..LocalConfig::new(model_path(GEMMA)) }
 }
 
 /// Engines are loaded once per test binary; tests that use one take the lock in turn.
-fn engine(
-    slot: &'static OnceLock<Mutex<Engine>>,
-    cfg: fn() -> LocalConfig,
-) -> std::sync::MutexGuard<'static, Engine> {
+fn engine(slot: &'static OnceLock<Mutex<Engine>>, cfg: fn() -> LocalConfig) -> std::sync::MutexGuard<'static, Engine> {
     let m = slot.get_or_init(|| {
         let cfg = cfg();
         let e = Engine::load("test", &cfg, Source::File(&cfg.path));
@@ -57,10 +44,7 @@ static SMOLLM_ENGINE: OnceLock<Mutex<Engine>> = OnceLock::new();
 static GEMMA_ENGINE: OnceLock<Mutex<Engine>> = OnceLock::new();
 
 fn user(text: &str) -> GenRequest {
-    GenRequest {
-        messages: vec![ChatMessage::new("user", text)],
-        ..Default::default()
-    }
+    GenRequest { messages: vec![ChatMessage::new("user", text)], ..Default::default() }
 }
 
 /// Runs a request to completion, returning the streamed deltas and the outcome.
@@ -84,10 +68,7 @@ fn run(engine: &mut Engine, req: &GenRequest) -> (Vec<String>, Outcome) {
 #[test]
 fn smollm_greedy_answers_paris() {
     let mut e = engine(&SMOLLM_ENGINE, smollm_cfg);
-    let req = GenRequest {
-        max_tokens: Some(24),
-        ..user("What is the capital of France?")
-    };
+    let req = GenRequest { max_tokens: Some(24), ..user("What is the capital of France?") };
     let (deltas, out) = run(&mut e, &req);
     let text = deltas.concat();
     assert!(text.contains("Paris"), "answer was {text:?}");
@@ -97,16 +78,9 @@ fn smollm_greedy_answers_paris() {
 /// f16 is the recommended SmolLM2 format (faster than f32 here); it must stay correct too.
 #[test]
 fn smollm_f16_weights_also_answer_paris() {
-    let cfg = LocalConfig {
-        weights: WeightFormat::F16,
-        ..smollm_cfg()
-    };
-    let mut e = Engine::load("f16", &cfg, Source::File(&cfg.path))
-        .unwrap_or_else(|e| panic!("loading f16: {e}"));
-    let req = GenRequest {
-        max_tokens: Some(24),
-        ..user("What is the capital of France?")
-    };
+    let cfg = LocalConfig { weights: WeightFormat::F16, ..smollm_cfg() };
+    let mut e = Engine::load("f16", &cfg, Source::File(&cfg.path)).unwrap_or_else(|e| panic!("loading f16: {e}"));
+    let req = GenRequest { max_tokens: Some(24), ..user("What is the capital of France?") };
     let text = run(&mut e, &req).0.concat();
     assert!(text.contains("Paris"), "answer was {text:?}");
 }
@@ -114,19 +88,10 @@ fn smollm_f16_weights_also_answer_paris() {
 #[test]
 fn gemma_base_completes_known_answer_prompts() {
     let mut e = engine(&GEMMA_ENGINE, gemma_cfg);
-    let few_shot = GenRequest {
-        max_tokens: Some(4),
-        ..user("Germany: Berlin\nSpain: Madrid\nFrance:")
-    };
+    let few_shot = GenRequest { max_tokens: Some(4), ..user("Germany: Berlin\nSpain: Madrid\nFrance:") };
     let text = run(&mut e, &few_shot).0.concat();
-    assert!(
-        text.starts_with(" Paris"),
-        "few-shot continuation was {text:?}"
-    );
-    let qa = GenRequest {
-        max_tokens: Some(12),
-        ..user("Q: What is the capital of France?\nA:")
-    };
+    assert!(text.starts_with(" Paris"), "few-shot continuation was {text:?}");
+    let qa = GenRequest { max_tokens: Some(12), ..user("Q: What is the capital of France?\nA:") };
     let text = run(&mut e, &qa).0.concat();
     assert!(text.contains("Paris"), "Q/A continuation was {text:?}");
 }
@@ -134,24 +99,12 @@ fn gemma_base_completes_known_answer_prompts() {
 #[test]
 fn gemma_prompt_starts_with_bos_and_sentencepiece_pieces() {
     let e = engine(&GEMMA_ENGINE, gemma_cfg);
-    let ids = e
-        .prompt_ids(&user("The capital of France is"))
-        .unwrap_or_default();
-    let pieces: Vec<String> = ids
-        .iter()
-        .filter_map(|id| e.tok.tokenizer.id_to_token(*id))
-        .collect();
+    let ids = e.prompt_ids(&user("The capital of France is")).unwrap_or_default();
+    let pieces: Vec<String> = ids.iter().filter_map(|id| e.tok.tokenizer.id_to_token(*id)).collect();
     assert_eq!(ids.first(), Some(&2), "Gemma BOS is id 2: {ids:?}");
     assert_eq!(
         pieces,
-        [
-            "<bos>",
-            "The",
-            "\u{2581}capital",
-            "\u{2581}of",
-            "\u{2581}France",
-            "\u{2581}is"
-        ],
+        ["<bos>", "The", "\u{2581}capital", "\u{2581}of", "\u{2581}France", "\u{2581}is"],
         "ids {ids:?}"
     );
 }
@@ -159,54 +112,22 @@ fn gemma_prompt_starts_with_bos_and_sentencepiece_pieces() {
 #[test]
 fn smollm_tokenization_has_no_prefix_space_and_splits_digits() {
     let e = engine(&SMOLLM_ENGINE, smollm_cfg);
-    let enc = e
-        .tok
-        .tokenizer
-        .encode("Hello world 2024<|im_end|>", false)
-        .unwrap_or_else(|err| panic!("encode: {err}"));
+    let enc = e.tok.tokenizer.encode("Hello world 2024<|im_end|>", false).unwrap_or_else(|err| panic!("encode: {err}"));
     let pieces: Vec<String> = enc.get_tokens().to_vec();
     // llama.cpp's `smollm` pre-tokenizer: single digits, GPT-2 regex, no prefix space, and
     // special tokens parsed out of the text.
-    assert_eq!(
-        pieces,
-        [
-            "Hello",
-            "\u{120}world",
-            "\u{120}",
-            "2",
-            "0",
-            "2",
-            "4",
-            "<|im_end|>"
-        ]
-    );
+    assert_eq!(pieces, ["Hello", "\u{120}world", "\u{120}", "2", "0", "2", "4", "<|im_end|>"]);
     assert_eq!(enc.get_ids().last(), Some(&2));
     let prompt = e.prompt_ids(&user("Hi")).unwrap_or_default();
-    assert_eq!(
-        prompt.first(),
-        Some(&1),
-        "prompt starts with <|im_start|>, no BOS: {prompt:?}"
-    );
-    assert_eq!(
-        prompt.iter().filter(|id| **id == 1).count(),
-        3,
-        "system, user, assistant turns"
-    );
+    assert_eq!(prompt.first(), Some(&1), "prompt starts with <|im_start|>, no BOS: {prompt:?}");
+    assert_eq!(prompt.iter().filter(|id| **id == 1).count(), 3, "system, user, assistant turns");
 }
 
 #[test]
 fn stream_deltas_concatenate_to_full_decode_for_same_seed() {
     for (slot, cfg, prompt) in [
-        (
-            &SMOLLM_ENGINE,
-            smollm_cfg as fn() -> LocalConfig,
-            "Write one sentence in French about coffee.",
-        ),
-        (
-            &GEMMA_ENGINE,
-            gemma_cfg as fn() -> LocalConfig,
-            "Le caf\u{e9} na\u{ef}f, \u{65e5}\u{672c}\u{8a9e}:",
-        ),
+        (&SMOLLM_ENGINE, smollm_cfg as fn() -> LocalConfig, "Write one sentence in French about coffee."),
+        (&GEMMA_ENGINE, gemma_cfg as fn() -> LocalConfig, "Le caf\u{e9} na\u{ef}f, \u{65e5}\u{672c}\u{8a9e}:"),
     ] {
         let mut e = engine(slot, cfg);
         let req = GenRequest {
@@ -219,24 +140,14 @@ fn stream_deltas_concatenate_to_full_decode_for_same_seed() {
         let (deltas, out) = run(&mut e, &req);
         // The non-streamed text: a full decode, less a character the model had not finished
         // when max_tokens hit (the stream never emits broken characters).
-        let decode = |ids: &[u32]| {
-            e.tok
-                .tokenizer
-                .decode(ids, true)
-                .unwrap_or_else(|err| panic!("decode: {err}"))
-        };
+        let decode = |ids: &[u32]| e.tok.tokenizer.decode(ids, true).unwrap_or_else(|err| panic!("decode: {err}"));
         let mut n = out.ids.len();
         while n > 0 && decode(&out.ids[..n]).ends_with('\u{FFFD}') {
             n -= 1;
         }
         let full = decode(&out.ids[..n]);
         assert_eq!(deltas.concat(), full, "deltas {deltas:?}");
-        assert!(
-            deltas
-                .iter()
-                .all(|d| !d.is_empty() && !d.contains('\u{FFFD}')),
-            "{deltas:?}"
-        );
+        assert!(deltas.iter().all(|d| !d.is_empty() && !d.contains('\u{FFFD}')), "{deltas:?}");
         let (again, _) = run(&mut e, &req);
         assert_eq!(again, deltas, "same seed, same deltas");
     }
@@ -247,20 +158,13 @@ fn stream_deltas_concatenate_to_full_decode_for_same_seed() {
 #[test]
 fn stream_decoder_never_splits_characters() {
     let text = "caf\u{e9} \u{1d518}\u{1f600} \u{20b9f}!";
-    for (slot, cfg) in [
-        (&GEMMA_ENGINE, gemma_cfg as fn() -> LocalConfig),
-        (&SMOLLM_ENGINE, smollm_cfg as fn() -> LocalConfig),
-    ] {
+    for (slot, cfg) in
+        [(&GEMMA_ENGINE, gemma_cfg as fn() -> LocalConfig), (&SMOLLM_ENGINE, smollm_cfg as fn() -> LocalConfig)]
+    {
         let e = engine(slot, cfg);
         let tok = &e.tok.tokenizer;
-        let ids = tok
-            .encode(text, false)
-            .map(|enc| enc.get_ids().to_vec())
-            .unwrap_or_default();
-        assert!(
-            ids.len() > text.chars().count(),
-            "some characters take several tokens: {ids:?}"
-        );
+        let ids = tok.encode(text, false).map(|enc| enc.get_ids().to_vec()).unwrap_or_default();
+        assert!(ids.len() > text.chars().count(), "some characters take several tokens: {ids:?}");
         let mut dec = super::tokenizer::StreamDecoder::default();
         let mut out = String::new();
         for id in &ids {
@@ -277,46 +181,23 @@ fn stream_decoder_never_splits_characters() {
 #[test]
 fn stop_strings_and_max_tokens_set_finish_reason() {
     let mut e = engine(&SMOLLM_ENGINE, smollm_cfg);
-    let base = GenRequest {
-        max_tokens: Some(24),
-        ..user("What is the capital of France?")
-    };
+    let base = GenRequest { max_tokens: Some(24), ..user("What is the capital of France?") };
     let (deltas, free) = run(&mut e, &base);
     let text = deltas.concat();
-    let at = text
-        .find(" of Fr")
-        .unwrap_or_else(|| panic!("expected ' of France' in {text:?}"));
+    let at = text.find(" of Fr").unwrap_or_else(|| panic!("expected ' of France' in {text:?}"));
     // " of Fr" spans the tokens " of" and " France": nothing from it may be emitted.
-    let (deltas, out) = run(
-        &mut e,
-        &GenRequest {
-            stop: vec![" of Fr".into(), "zzz".into()],
-            ..base.clone()
-        },
-    );
+    let (deltas, out) = run(&mut e, &GenRequest { stop: vec![" of Fr".into(), "zzz".into()], ..base.clone() });
     assert_eq!(deltas.concat(), text[..at]);
     assert_eq!(out.finish_reason, FinishReason::Stop);
     assert!(out.completion_tokens < free.completion_tokens);
 
-    let (deltas, out) = run(
-        &mut e,
-        &GenRequest {
-            max_tokens: Some(3),
-            ..base.clone()
-        },
-    );
+    let (deltas, out) = run(&mut e, &GenRequest { max_tokens: Some(3), ..base.clone() });
     assert_eq!(out.finish_reason, FinishReason::Length);
     assert_eq!(out.completion_tokens, 3);
     assert!(text.starts_with(&deltas.concat()), "{deltas:?} vs {text:?}");
 
     // Unbounded: the model ends its turn with <|im_end|> (EOS), counted as a completion token.
-    let (_, out) = run(
-        &mut e,
-        &GenRequest {
-            max_tokens: Some(200),
-            ..base
-        },
-    );
+    let (_, out) = run(&mut e, &GenRequest { max_tokens: Some(200), ..base });
     assert_eq!(out.finish_reason, FinishReason::Stop);
     assert_eq!(out.completion_tokens as usize, out.ids.len() + 1);
 }
@@ -326,19 +207,11 @@ fn usage_counts_rendered_prompt_tokens_exactly() {
     let mut e = engine(&SMOLLM_ENGINE, smollm_cfg);
     let req = GenRequest {
         max_tokens: Some(5),
-        messages: vec![
-            ChatMessage::new("system", "Answer briefly."),
-            ChatMessage::new("user", "Name a colour."),
-        ],
+        messages: vec![ChatMessage::new("system", "Answer briefly."), ChatMessage::new("user", "Name a colour.")],
         ..Default::default()
     };
     let rendered = "<|im_start|>system\nAnswer briefly.<|im_end|>\n<|im_start|>user\nName a colour.<|im_end|>\n<|im_start|>assistant\n";
-    let count = e
-        .tok
-        .tokenizer
-        .encode(rendered, false)
-        .map(|enc| enc.len())
-        .unwrap_or_default();
+    let count = e.tok.tokenizer.encode(rendered, false).map(|enc| enc.len()).unwrap_or_default();
     let (_, out) = run(&mut e, &req);
     assert_eq!(out.prompt_tokens as usize, count);
     assert_eq!(out.completion_tokens, 5);
@@ -346,13 +219,7 @@ fn usage_counts_rendered_prompt_tokens_exactly() {
 
 #[test]
 fn gemma_chat_template_constant_renders_turns() {
-    let t = super::template::ChatTemplate::new(
-        "g",
-        Some("gemma"),
-        None,
-        "<bos>".into(),
-        "<eos>".into(),
-    );
+    let t = super::template::ChatTemplate::new("g", Some("gemma"), None, "<bos>".into(), "<eos>".into());
     let t = t.unwrap_or_else(|e| panic!("{e}"));
     let s = t.render(&[
         ChatMessage::new("system", "Be brief."),
@@ -398,10 +265,7 @@ fn missing_or_corrupt_gguf_is_a_clear_error() {
     let bytes = std::fs::read(model_path(SMOLLM)).unwrap_or_else(|e| panic!("{e}"));
     let truncated = Arc::new(bytes[..bytes.len() / 2].to_vec());
     let cut = LocalExpert::spawn_from_bytes("truncated", smollm_cfg(), truncated);
-    assert!(
-        matches!(cut, Err(LocalError::Load { .. } | LocalError::Gguf { .. })),
-        "{cut:?}"
-    );
+    assert!(matches!(cut, Err(LocalError::Load { .. } | LocalError::Gguf { .. })), "{cut:?}");
 }
 
 async fn collect(mut rx: tokio::sync::mpsc::Receiver<GenEvent>) -> (String, GenEvent) {
@@ -416,25 +280,19 @@ async fn collect(mut rx: tokio::sync::mpsc::Receiver<GenEvent>) -> (String, GenE
 }
 
 fn spawn_smollm(queue_limit: usize) -> LocalExpert {
-    let cfg = LocalConfig {
-        queue_limit,
-        ..smollm_cfg()
-    };
+    let cfg = LocalConfig { queue_limit, ..smollm_cfg() };
     LocalExpert::spawn("smollm", cfg).unwrap_or_else(|e| panic!("spawn: {e}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_concurrent_requests_complete_from_bytes() {
     let bytes = Arc::new(std::fs::read(model_path(SMOLLM)).unwrap_or_else(|e| panic!("{e}")));
-    let expert = LocalExpert::spawn_from_bytes("smollm-bytes", smollm_cfg(), bytes)
-        .unwrap_or_else(|e| panic!("spawn: {e}"));
+    let expert =
+        LocalExpert::spawn_from_bytes("smollm-bytes", smollm_cfg(), bytes).unwrap_or_else(|e| panic!("spawn: {e}"));
     assert_eq!(expert.info().arch, Arch::Llama);
     let handles: Vec<_> = (0..4)
         .map(|i| {
-            let req = GenRequest {
-                max_tokens: Some(8),
-                ..user(&format!("Count to {}.", i + 2))
-            };
+            let req = GenRequest { max_tokens: Some(8), ..user(&format!("Count to {}.", i + 2)) };
             let rx = expert.submit(req).unwrap_or_else(|e| panic!("submit: {e}"));
             tokio::spawn(collect(rx))
         })
@@ -458,44 +316,27 @@ async fn dropping_the_receiver_frees_the_worker() {
         seed: Some(1),
         ..user("Write a very long story about a dragon.")
     };
-    let mut rx = expert
-        .submit(long)
-        .unwrap_or_else(|e| panic!("submit: {e}"));
+    let mut rx = expert.submit(long).unwrap_or_else(|e| panic!("submit: {e}"));
     let first = rx.recv().await;
     assert!(matches!(first, Some(GenEvent::Delta(_))), "{first:?}");
     drop(rx);
     // 4000 tokens would take over a minute here; a freed worker answers in about a second.
     let started = Instant::now();
-    let short = GenRequest {
-        max_tokens: Some(4),
-        ..user("Hi")
-    };
-    let rx = expert
-        .submit(short)
-        .unwrap_or_else(|e| panic!("submit: {e}"));
+    let short = GenRequest { max_tokens: Some(4), ..user("Hi") };
+    let rx = expert.submit(short).unwrap_or_else(|e| panic!("submit: {e}"));
     let (_, last) = tokio::time::timeout(Duration::from_secs(20), collect(rx))
         .await
         .unwrap_or_else(|_| panic!("worker still busy with the abandoned request"));
     assert!(matches!(last, GenEvent::Done { .. }), "{last:?}");
-    eprintln!(
-        "follow-up request finished {:?} after the drop",
-        started.elapsed()
-    );
+    eprintln!("follow-up request finished {:?} after the drop", started.elapsed());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_queue_rejects_with_queue_full() {
     let expert = spawn_smollm(1);
-    let long = || GenRequest {
-        max_tokens: Some(4000),
-        ..user("Write a very long story about a dragon.")
-    };
-    let running = expert
-        .submit(long())
-        .unwrap_or_else(|e| panic!("first: {e}"));
-    let waiting = expert
-        .submit(long())
-        .unwrap_or_else(|e| panic!("second: {e}"));
+    let long = || GenRequest { max_tokens: Some(4000), ..user("Write a very long story about a dragon.") };
+    let running = expert.submit(long()).unwrap_or_else(|e| panic!("first: {e}"));
+    let waiting = expert.submit(long()).unwrap_or_else(|e| panic!("second: {e}"));
     assert_eq!(expert.queue_depth(), 2);
     let third = expert.submit(long());
     match third {
@@ -506,10 +347,7 @@ async fn full_queue_rejects_with_queue_full() {
     // Both abandoned jobs are dropped promptly and the expert accepts work again.
     let rx = tokio::time::timeout(Duration::from_secs(20), async {
         loop {
-            if let Ok(rx) = expert.submit(GenRequest {
-                max_tokens: Some(2),
-                ..user("Hi")
-            }) {
+            if let Ok(rx) = expert.submit(GenRequest { max_tokens: Some(2), ..user("Hi") }) {
                 return rx;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -523,10 +361,7 @@ async fn full_queue_rejects_with_queue_full() {
 
 #[test]
 fn invalid_request_parameters_are_rejected_by_name() {
-    let bad = GenRequest {
-        top_p: Some(1.5),
-        ..user("x")
-    };
+    let bad = GenRequest { top_p: Some(1.5), ..user("x") };
     match bad.validate() {
         Err(LocalError::InvalidRequest { param: "top_p", .. }) => {}
         other => panic!("{other:?}"),
@@ -535,8 +370,7 @@ fn invalid_request_parameters_are_rejected_by_name() {
 
 #[test]
 fn config_toml_uses_defaults_and_rejects_unknown_keys() {
-    let cfg: LocalConfig =
-        toml::from_str("path = \"m.gguf\"\nweights = \"f16\"").unwrap_or_else(|e| panic!("{e}"));
+    let cfg: LocalConfig = toml::from_str("path = \"m.gguf\"\nweights = \"f16\"").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(cfg.weights, WeightFormat::F16);
     assert_eq!(cfg.device, "cpu");
     assert_eq!(cfg.queue_limit, DEFAULT_QUEUE_LIMIT);

@@ -28,9 +28,7 @@ use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence as PreSequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
-use tokenizers::{
-    AddedToken, DecoderWrapper, PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer,
-};
+use tokenizers::{AddedToken, DecoderWrapper, PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer};
 
 use super::LocalError;
 
@@ -42,22 +40,15 @@ const TOKEN_TYPE_USER_DEFINED: i32 = 4;
 /// Control tokens that end a turn in common chat formats. llama.cpp treats the same texts as
 /// end-of-generation when the GGUF does not list them (`llama_vocab::impl::load`), since chat
 /// templates end an assistant turn with them rather than with the file's EOS token.
-const END_OF_TURN_TEXTS: &[&str] = &[
-    "<|im_end|>",
-    "<end_of_turn>",
-    "<|eot_id|>",
-    "<|eom_id|>",
-    "<|endoftext|>",
-    "<|end|>",
-    "<|end_of_text|>",
-    "</s>",
-];
+const END_OF_TURN_TEXTS: &[&str] =
+    &["<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|eom_id|>", "<|endoftext|>", "<|end|>", "<|end_of_text|>", "</s>"];
 
 /// Regexes per `tokenizer.ggml.pre`, copied from llama.cpp `llm_tokenizer_bpe` (each applied
 /// in turn; byte-level mapping follows).
 const GPT2_REGEX: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
 const LLAMA3_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-const QWEN2_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const QWEN2_REGEX: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// The tokenizer plus the special tokens generation needs.
 pub struct TokenizerBundle {
@@ -76,10 +67,7 @@ impl TokenizerBundle {
     /// the template did not already render it (llama.cpp `common_chat_templates_apply` strips the
     /// duplicate the same way).
     pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>, String> {
-        let enc = self
-            .tokenizer
-            .encode(text, false)
-            .map_err(|e| e.to_string())?;
+        let enc = self.tokenizer.encode(text, false).map_err(|e| e.to_string())?;
         let mut ids = enc.get_ids().to_vec();
         if let (true, Some((bos, _))) = (self.add_bos, &self.bos) {
             if ids.first() != Some(bos) {
@@ -92,9 +80,7 @@ impl TokenizerBundle {
 
 fn md_strings<'a>(md: &'a HashMap<String, Value>, key: &str) -> Option<Vec<&'a str>> {
     let arr = md.get(key)?.to_vec().ok()?;
-    arr.iter()
-        .map(|v| v.to_string().ok().map(String::as_str))
-        .collect()
+    arr.iter().map(|v| v.to_string().ok().map(String::as_str)).collect()
 }
 
 fn md_i32s(md: &HashMap<String, Value>, key: &str) -> Option<Vec<i32>> {
@@ -109,38 +95,26 @@ fn md_f32s(md: &HashMap<String, Value>, key: &str) -> Option<Vec<f32>> {
 
 fn md_u32(md: &HashMap<String, Value>, key: &str) -> Option<u32> {
     let v = md.get(key)?;
-    v.to_u32()
-        .ok()
-        .or_else(|| v.to_i32().ok().map(|x| x as u32))
+    v.to_u32().ok().or_else(|| v.to_i32().ok().map(|x| x as u32))
 }
 
 fn md_bool(md: &HashMap<String, Value>, key: &str) -> Option<bool> {
     md.get(key)?.to_bool().ok()
 }
 
-pub fn build(
-    content: &Content,
-    tokenizer_json: Option<&Path>,
-    origin: &str,
-) -> Result<TokenizerBundle, LocalError> {
+pub fn build(content: &Content, tokenizer_json: Option<&Path>, origin: &str) -> Result<TokenizerBundle, LocalError> {
     let md = &content.metadata;
-    let err = |reason: String| LocalError::Tokenizer {
-        origin: origin.to_string(),
-        reason,
-    };
+    let err = |reason: String| LocalError::Tokenizer { origin: origin.to_string(), reason };
     let tokens = md_strings(md, "tokenizer.ggml.tokens");
-    let model = md
-        .get("tokenizer.ggml.model")
-        .and_then(|v| v.to_string().ok());
+    let model = md.get("tokenizer.ggml.model").and_then(|v| v.to_string().ok());
     let tokenizer = match tokenizer_json {
-        Some(path) => Tokenizer::from_file(path)
-            .map_err(|e| err(format!("cannot load {}: {e}", path.display())))?,
+        Some(path) => Tokenizer::from_file(path).map_err(|e| err(format!("cannot load {}: {e}", path.display())))?,
         None => {
-            let tokens = tokens.as_ref().ok_or_else(|| {
-                err("GGUF has no `tokenizer.ggml.tokens`; configure `tokenizer`".into())
-            })?;
-            let types = md_i32s(md, "tokenizer.ggml.token_type")
-                .unwrap_or_else(|| vec![TOKEN_TYPE_NORMAL; tokens.len()]);
+            let tokens = tokens
+                .as_ref()
+                .ok_or_else(|| err("GGUF has no `tokenizer.ggml.tokens`; configure `tokenizer`".into()))?;
+            let types =
+                md_i32s(md, "tokenizer.ggml.token_type").unwrap_or_else(|| vec![TOKEN_TYPE_NORMAL; tokens.len()]);
             let add_space_prefix = md_bool(md, "tokenizer.ggml.add_space_prefix");
             let mut tok = match model.map(String::as_str) {
                 Some("gpt2") => {
@@ -151,8 +125,7 @@ pub fn build(
                     let scores = md_f32s(md, "tokenizer.ggml.scores")
                         .ok_or_else(|| err("SentencePiece vocabulary without `tokenizer.ggml.scores`".into()))?;
                     // SentencePiece's default is to add the dummy prefix; Gemma turns it off.
-                    sentencepiece_bpe(tokens, &scores, &types, add_space_prefix.unwrap_or(true))
-                        .map_err(err)?
+                    sentencepiece_bpe(tokens, &scores, &types, add_space_prefix.unwrap_or(true)).map_err(err)?
                 }
                 other => {
                     return Err(err(format!(
@@ -165,15 +138,10 @@ pub fn build(
         }
     };
     let token_text = |id: u32| -> Option<String> {
-        tokens
-            .as_ref()
-            .and_then(|t| t.get(id as usize).map(|s| s.to_string()))
-            .or_else(|| tokenizer.id_to_token(id))
+        tokens.as_ref().and_then(|t| t.get(id as usize).map(|s| s.to_string())).or_else(|| tokenizer.id_to_token(id))
     };
-    let bos =
-        md_u32(md, "tokenizer.ggml.bos_token_id").and_then(|id| token_text(id).map(|t| (id, t)));
-    let eos =
-        md_u32(md, "tokenizer.ggml.eos_token_id").and_then(|id| token_text(id).map(|t| (id, t)));
+    let bos = md_u32(md, "tokenizer.ggml.bos_token_id").and_then(|id| token_text(id).map(|t| (id, t)));
+    let eos = md_u32(md, "tokenizer.ggml.eos_token_id").and_then(|id| token_text(id).map(|t| (id, t)));
     let add_bos = md_bool(md, "tokenizer.ggml.add_bos_token")
         // llama.cpp: SentencePiece vocabularies add BOS unless told otherwise, BPE ones do not.
         .unwrap_or(model.map(String::as_str) == Some("llama"));
@@ -188,13 +156,7 @@ pub fn build(
     }
     stop_ids.sort_unstable();
     stop_ids.dedup();
-    Ok(TokenizerBundle {
-        tokenizer,
-        bos,
-        eos,
-        add_bos,
-        stop_ids,
-    })
+    Ok(TokenizerBundle { tokenizer, bos, eos, add_bos, stop_ids })
 }
 
 fn vocab_map(tokens: &[&str]) -> HashMap<String, u32> {
@@ -206,56 +168,33 @@ fn vocab_map(tokens: &[&str]) -> HashMap<String, u32> {
     vocab
 }
 
-fn gpt2_bpe(
-    md: &HashMap<String, Value>,
-    tokens: &[&str],
-    pre: Option<&str>,
-) -> Result<Tokenizer, String> {
-    let merges = md_strings(md, "tokenizer.ggml.merges")
-        .ok_or("byte-level BPE vocabulary without `tokenizer.ggml.merges`")?;
-    let merges: Vec<(String, String)> = merges
-        .iter()
-        .filter_map(|m| m.split_once(' '))
-        .map(|(a, b)| (a.to_string(), b.to_string()))
-        .collect();
+fn gpt2_bpe(md: &HashMap<String, Value>, tokens: &[&str], pre: Option<&str>) -> Result<Tokenizer, String> {
+    let merges =
+        md_strings(md, "tokenizer.ggml.merges").ok_or("byte-level BPE vocabulary without `tokenizer.ggml.merges`")?;
+    let merges: Vec<(String, String)> =
+        merges.iter().filter_map(|m| m.split_once(' ')).map(|(a, b)| (a.to_string(), b.to_string())).collect();
     let bpe = BPE::builder()
         .vocab_and_merges(vocab_map(tokens).into_iter().collect::<Vocab>(), merges)
         .build()
         .map_err(|e| format!("invalid BPE vocabulary: {e}"))?;
     let mut tok = Tokenizer::new(bpe);
     let split = |re: &str| -> Result<PreTokenizerWrapper, String> {
-        Split::new(
-            SplitPattern::Regex(re.into()),
-            SplitDelimiterBehavior::Isolated,
-            false,
-        )
-        .map(PreTokenizerWrapper::Split)
-        .map_err(|e| e.to_string())
+        Split::new(SplitPattern::Regex(re.into()), SplitDelimiterBehavior::Isolated, false)
+            .map(PreTokenizerWrapper::Split)
+            .map_err(|e| e.to_string())
     };
     let byte_level_plain = PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, false));
     let byte_level_gpt2 = PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, true));
     let pre_tokenizer = match pre.unwrap_or("default") {
         // llama.cpp groups these: single digits first, then the GPT-2 regex.
         "smollm" | "starcoder" | "refact" | "command-r" | "codeshell" | "exaone" | "minerva" => {
-            PreSequence::new(vec![
-                PreTokenizerWrapper::Digits(Digits::new(true)),
-                byte_level_gpt2,
-            ])
+            PreSequence::new(vec![PreTokenizerWrapper::Digits(Digits::new(true)), byte_level_gpt2])
         }
-        "llama-bpe" | "llama3" | "falcon3" => {
-            PreSequence::new(vec![split(LLAMA3_REGEX)?, byte_level_plain])
-        }
-        "qwen2" | "deepseek-r1-qwen" => {
-            PreSequence::new(vec![split(QWEN2_REGEX)?, byte_level_plain])
-        }
-        "gpt-2" | "gpt2" | "default" => {
-            PreSequence::new(vec![split(GPT2_REGEX)?, byte_level_plain])
-        }
+        "llama-bpe" | "llama3" | "falcon3" => PreSequence::new(vec![split(LLAMA3_REGEX)?, byte_level_plain]),
+        "qwen2" | "deepseek-r1-qwen" => PreSequence::new(vec![split(QWEN2_REGEX)?, byte_level_plain]),
+        "gpt-2" | "gpt2" | "default" => PreSequence::new(vec![split(GPT2_REGEX)?, byte_level_plain]),
         other => {
-            tracing::warn!(
-                pre = other,
-                "Unknown `tokenizer.ggml.pre`; using the GPT-2 pre-tokenizer."
-            );
+            tracing::warn!(pre = other, "Unknown `tokenizer.ggml.pre`; using the GPT-2 pre-tokenizer.");
             PreSequence::new(vec![split(GPT2_REGEX)?, byte_level_plain])
         }
     };
@@ -271,11 +210,7 @@ fn sentencepiece_bpe(
     add_space_prefix: bool,
 ) -> Result<Tokenizer, String> {
     if scores.len() != tokens.len() {
-        return Err(format!(
-            "{} scores for {} tokens",
-            scores.len(),
-            tokens.len()
-        ));
+        return Err(format!("{} scores for {} tokens", scores.len(), tokens.len()));
     }
     let vocab = vocab_map(tokens);
     let mut merges: Vec<(f32, u32, &str, &str)> = Vec::new();
@@ -292,19 +227,13 @@ fn sentencepiece_bpe(
     }
     // Higher score merges first; ties by id so the order is deterministic.
     merges.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-    let merges: Vec<(String, String)> = merges
-        .into_iter()
-        .map(|(_, _, l, r)| (l.to_string(), r.to_string()))
-        .collect();
-    let mut builder = BPE::builder()
-        .vocab_and_merges(vocab.clone().into_iter().collect::<Vocab>(), merges)
-        .byte_fallback(true);
+    let merges: Vec<(String, String)> = merges.into_iter().map(|(_, _, l, r)| (l.to_string(), r.to_string())).collect();
+    let mut builder =
+        BPE::builder().vocab_and_merges(vocab.clone().into_iter().collect::<Vocab>(), merges).byte_fallback(true);
     if vocab.contains_key("<unk>") {
         builder = builder.unk_token("<unk>".into()).fuse_unk(true);
     }
-    let bpe = builder
-        .build()
-        .map_err(|e| format!("invalid SentencePiece vocabulary: {e}"))?;
+    let bpe = builder.build().map_err(|e| format!("invalid SentencePiece vocabulary: {e}"))?;
     let mut tok = Tokenizer::new(bpe);
     let space = Replace::new(" ", "\u{2581}").map_err(|e| e.to_string())?;
     let unspace = Replace::new("\u{2581}", " ").map_err(|e| e.to_string())?;
@@ -332,9 +261,7 @@ fn add_gguf_added_tokens(tok: &mut Tokenizer, tokens: &[&str], types: &[i32]) {
     for (id, t) in tokens.iter().enumerate() {
         match types.get(id).copied() {
             Some(TOKEN_TYPE_CONTROL) => special.push(AddedToken::from(*t, true)),
-            Some(TOKEN_TYPE_USER_DEFINED) => {
-                user.push(AddedToken::from(*t, false).normalized(false))
-            }
+            Some(TOKEN_TYPE_USER_DEFINED) => user.push(AddedToken::from(*t, false).normalized(false)),
             _ => {}
         }
     }
@@ -359,17 +286,11 @@ pub struct StreamDecoder {
 impl StreamDecoder {
     pub fn push(&mut self, tokenizer: &Tokenizer, id: u32) -> Result<Option<String>, String> {
         self.ids.push(id);
-        let prefix = tokenizer
-            .decode(&self.ids[self.prefix_offset..self.read_offset], true)
-            .map_err(|e| e.to_string())?;
-        let full = tokenizer
-            .decode(&self.ids[self.prefix_offset..], true)
-            .map_err(|e| e.to_string())?;
+        let prefix =
+            tokenizer.decode(&self.ids[self.prefix_offset..self.read_offset], true).map_err(|e| e.to_string())?;
+        let full = tokenizer.decode(&self.ids[self.prefix_offset..], true).map_err(|e| e.to_string())?;
         if full.len() > prefix.len() && !full.ends_with('\u{FFFD}') {
-            if let Some(delta) = full
-                .get(prefix.len()..)
-                .filter(|_| full.starts_with(&prefix))
-            {
+            if let Some(delta) = full.get(prefix.len()..).filter(|_| full.starts_with(&prefix)) {
                 let delta = delta.to_string();
                 self.prefix_offset = self.read_offset;
                 self.read_offset = self.ids.len();
@@ -383,12 +304,9 @@ impl StreamDecoder {
     /// model never finished are dropped rather than emitted as U+FFFD, so a delta is never a
     /// broken character.
     pub fn finish(&mut self, tokenizer: &Tokenizer) -> Result<Option<String>, String> {
-        let prefix = tokenizer
-            .decode(&self.ids[self.prefix_offset..self.read_offset], true)
-            .map_err(|e| e.to_string())?;
-        let full = tokenizer
-            .decode(&self.ids[self.prefix_offset..], true)
-            .map_err(|e| e.to_string())?;
+        let prefix =
+            tokenizer.decode(&self.ids[self.prefix_offset..self.read_offset], true).map_err(|e| e.to_string())?;
+        let full = tokenizer.decode(&self.ids[self.prefix_offset..], true).map_err(|e| e.to_string())?;
         self.prefix_offset = self.ids.len();
         self.read_offset = self.ids.len();
         Ok(full

@@ -4,6 +4,7 @@
 //! It is immutable; a reload builds a new one (reusing unchanged experts and routers)
 //! and swaps it in atomically, and a request keeps the snapshot it started with.
 
+pub mod classifiers;
 pub mod decide;
 
 use std::collections::HashMap;
@@ -16,6 +17,8 @@ use serde::Serialize;
 use crate::config::{Config, Resilience, RouterRef, VirtualModelConfig};
 use crate::experts::{Expert, ExpertError};
 use decide::{map, Probabilities};
+
+pub use crate::classifier::prompt_text;
 
 /// A router as routing sees it: labels, and an async classification that never runs on
 /// the caller's thread.
@@ -224,17 +227,4 @@ impl Snapshot {
 /// Router factory for configs without routers (and a clear error if one appears).
 pub fn no_routers(r: &RouterRef) -> Result<Arc<dyn Classify>, String> {
     Err(format!("router {r:?} cannot be loaded: this gateway was started without classifier support"))
-}
-
-/// What a router classifies: the latest user turn (placeholder until the classifier's
-/// own context-aware version is wired in).
-pub fn prompt_text(messages: &[serde_json::Value]) -> String {
-    messages
-        .iter()
-        .rev()
-        .find(|m| m.get("role").and_then(|r| r.as_str()) == Some("user"))
-        .and_then(|m| m.get("content"))
-        .and_then(|c| c.as_str())
-        .unwrap_or_default()
-        .to_string()
 }

@@ -22,8 +22,8 @@ use std::io::{Read, Seek};
 use candle_core::{Module, Result, Tensor};
 
 use super::{
-    attention_mask, grouped_attention, ids_tensor, last_logits, last_position, Embedding,
-    GgufSource, KvCache, LanguageModel, Linear, RmsNorm, Rope,
+    attention_mask, grouped_attention, ids_tensor, last_logits, last_position, Embedding, GgufSource, KvCache,
+    LanguageModel, Linear, RmsNorm, Rope,
 };
 
 /// HF `Gemma3TextConfig.sliding_window_pattern`; llama.cpp hard-codes the same 6 because the
@@ -77,22 +77,15 @@ impl Model {
         let n_layer = src.md_usize(&format!("{p}.block_count"))?;
         let hidden = src.md_usize(&format!("{p}.embedding_length"))?;
         let head_dim = src.md_usize_or(&format!("{p}.attention.key_length"), hidden / n_head);
-        let eps = src.md_f32_or(
-            &format!("{p}.attention.layer_norm_rms_epsilon"),
-            DEFAULT_RMS_EPS,
-        ) as f64;
+        let eps = src.md_f32_or(&format!("{p}.attention.layer_norm_rms_epsilon"), DEFAULT_RMS_EPS) as f64;
         let sliding_window = src.md_usize(&format!("{p}.attention.sliding_window"))?;
-        let pattern = src.md_usize_or(
-            &format!("{p}.attention.sliding_window_pattern"),
-            DEFAULT_SLIDING_WINDOW_PATTERN,
-        );
+        let pattern = src.md_usize_or(&format!("{p}.attention.sliding_window_pattern"), DEFAULT_SLIDING_WINDOW_PATTERN);
         let global_base = src.md_f32_or(&format!("{p}.rope.freq_base"), DEFAULT_GLOBAL_ROPE_BASE);
-        let local_base = src.md_f32_or(
-            &format!("{p}.rope.local_freq_base"),
-            DEFAULT_LOCAL_ROPE_BASE,
-        );
+        let local_base = src.md_f32_or(&format!("{p}.rope.local_freq_base"), DEFAULT_LOCAL_ROPE_BASE);
         if n_kv_head == 0 || n_head % n_kv_head != 0 || pattern == 0 {
-            candle_core::bail!("inconsistent Gemma 3 metadata: {n_head} heads, {n_kv_head} kv heads, pattern {pattern}");
+            candle_core::bail!(
+                "inconsistent Gemma 3 metadata: {n_head} heads, {n_kv_head} kv heads, pattern {pattern}"
+            );
         }
         let ctx = src.context_length;
         let global_rope = Rope::new(head_dim, global_base, ctx, false, src.device)?;
@@ -118,11 +111,7 @@ impl Model {
                 down: src.linear(&format!("{b}.ffn_down"))?,
                 post_ffn_norm: src.rms_norm(&format!("{b}.post_ffw_norm"), eps)?,
                 window: (!is_global).then_some(sliding_window),
-                rope: if is_global {
-                    global_rope.clone()
-                } else {
-                    local_rope.clone()
-                },
+                rope: if is_global { global_rope.clone() } else { local_rope.clone() },
                 cache: KvCache::default(),
             });
         }
@@ -151,29 +140,16 @@ impl LanguageModel for Model {
         let mut x = (self.embed.forward(&ids)? * self.embed_scale)?;
         for blk in &mut self.blocks {
             let h = blk.attn_norm.forward(&x)?;
-            let q = blk
-                .wq
-                .forward(&h)?
-                .reshape((b, s, self.n_head, self.head_dim))?;
-            let k = blk
-                .wk
-                .forward(&h)?
-                .reshape((b, s, self.n_kv_head, self.head_dim))?;
-            let v = blk
-                .wv
-                .forward(&h)?
-                .reshape((b, s, self.n_kv_head, self.head_dim))?;
+            let q = blk.wq.forward(&h)?.reshape((b, s, self.n_head, self.head_dim))?;
+            let k = blk.wk.forward(&h)?.reshape((b, s, self.n_kv_head, self.head_dim))?;
+            let v = blk.wv.forward(&h)?.reshape((b, s, self.n_kv_head, self.head_dim))?;
             let q = blk.q_norm.forward(&q)?.transpose(1, 2)?;
             let k = blk.k_norm.forward(&k)?.transpose(1, 2)?;
             let v = v.transpose(1, 2)?;
             let q = blk.rope.apply(&q, index_pos)?;
             let k = blk.rope.apply(&k, index_pos)?;
             let (k, v) = blk.cache.append(k, v)?;
-            let mask = if blk.window.is_some() {
-                local_mask.as_ref()
-            } else {
-                global_mask.as_ref()
-            };
+            let mask = if blk.window.is_some() { local_mask.as_ref() } else { global_mask.as_ref() };
             let y = grouped_attention(&q, &k, &v, mask, scale)?;
             let y = blk.post_attn_norm.forward(&blk.wo.forward(&y)?)?;
             x = (x + y)?;

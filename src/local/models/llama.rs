@@ -10,8 +10,8 @@ use std::io::{Read, Seek};
 use candle_core::{Module, Result, Tensor};
 
 use super::{
-    attention_mask, grouped_attention, ids_tensor, last_logits, last_position, Embedding,
-    GgufSource, KvCache, LanguageModel, Linear, RmsNorm, Rope,
+    attention_mask, grouped_attention, ids_tensor, last_logits, last_position, Embedding, GgufSource, KvCache,
+    LanguageModel, Linear, RmsNorm, Rope,
 };
 
 /// llama.cpp's default when `rope.freq_base` is absent (Llama 1/2).
@@ -46,39 +46,22 @@ pub struct Model {
 impl Model {
     /// `prefix` is the GGUF `general.architecture` ("llama", "qwen2", ...); `rope_interleaved`
     /// picks the rotary pairing that arch was converted with.
-    pub fn load<R: Read + Seek>(
-        src: &mut GgufSource<'_, R>,
-        prefix: &str,
-        rope_interleaved: bool,
-    ) -> Result<Self> {
+    pub fn load<R: Read + Seek>(src: &mut GgufSource<'_, R>, prefix: &str, rope_interleaved: bool) -> Result<Self> {
         let n_head = src.md_usize(&format!("{prefix}.attention.head_count"))?;
         let n_kv_head = src.md_usize_or(&format!("{prefix}.attention.head_count_kv"), n_head);
         let n_layer = src.md_usize(&format!("{prefix}.block_count"))?;
         let hidden = src.md_usize(&format!("{prefix}.embedding_length"))?;
         let head_dim = src.md_usize_or(&format!("{prefix}.attention.key_length"), hidden / n_head);
         let rope_dim = src.md_usize_or(&format!("{prefix}.rope.dimension_count"), head_dim);
-        let eps = src.md_f32_or(
-            &format!("{prefix}.attention.layer_norm_rms_epsilon"),
-            DEFAULT_RMS_EPS,
-        ) as f64;
+        let eps = src.md_f32_or(&format!("{prefix}.attention.layer_norm_rms_epsilon"), DEFAULT_RMS_EPS) as f64;
         let base = src.md_f32_or(&format!("{prefix}.rope.freq_base"), DEFAULT_ROPE_BASE);
         if rope_dim != head_dim {
-            candle_core::bail!(
-                "partial rotary embeddings ({rope_dim} of {head_dim}) are not supported"
-            );
+            candle_core::bail!("partial rotary embeddings ({rope_dim} of {head_dim}) are not supported");
         }
         if n_kv_head == 0 || n_head % n_kv_head != 0 {
-            candle_core::bail!(
-                "{n_head} query heads cannot be grouped over {n_kv_head} key/value heads"
-            );
+            candle_core::bail!("{n_head} query heads cannot be grouped over {n_kv_head} key/value heads");
         }
-        let rope = Rope::new(
-            head_dim,
-            base,
-            src.context_length,
-            rope_interleaved,
-            src.device,
-        )?;
+        let rope = Rope::new(head_dim, base, src.context_length, rope_interleaved, src.device)?;
         let (embed, output) = src.embeddings()?;
         let norm = src.rms_norm("output_norm", eps)?;
         let mut blocks = Vec::with_capacity(n_layer);
@@ -97,16 +80,7 @@ impl Model {
                 cache: KvCache::default(),
             });
         }
-        Ok(Self {
-            embed,
-            blocks,
-            norm,
-            output,
-            rope,
-            n_head,
-            n_kv_head,
-            head_dim,
-        })
+        Ok(Self { embed, blocks, norm, output, rope, n_head, n_kv_head, head_dim })
     }
 }
 
@@ -123,15 +97,9 @@ impl LanguageModel for Model {
             let q = blk.wq.forward(&h)?;
             let k = blk.wk.forward(&h)?;
             let v = blk.wv.forward(&h)?;
-            let q = q
-                .reshape((b, s, self.n_head, self.head_dim))?
-                .transpose(1, 2)?;
-            let k = k
-                .reshape((b, s, self.n_kv_head, self.head_dim))?
-                .transpose(1, 2)?;
-            let v = v
-                .reshape((b, s, self.n_kv_head, self.head_dim))?
-                .transpose(1, 2)?;
+            let q = q.reshape((b, s, self.n_head, self.head_dim))?.transpose(1, 2)?;
+            let k = k.reshape((b, s, self.n_kv_head, self.head_dim))?.transpose(1, 2)?;
+            let v = v.reshape((b, s, self.n_kv_head, self.head_dim))?.transpose(1, 2)?;
             let q = self.rope.apply(&q, index_pos)?;
             let k = self.rope.apply(&k, index_pos)?;
             let (k, v) = blk.cache.append(k, v)?;

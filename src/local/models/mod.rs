@@ -96,8 +96,7 @@ impl<R: Read + Seek> GgufSource<'_, R> {
     fn matmul_weight(&mut self, q: QTensor) -> Result<QMatMul> {
         let elems = q.shape().elem_count();
         Ok(match (self.format, q.dtype()) {
-            (WeightFormat::Quantized, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16)
-            | (WeightFormat::F32, _) => {
+            (WeightFormat::Quantized, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16) | (WeightFormat::F32, _) => {
                 self.bytes += elems * 4;
                 QMatMul::Tensor(q.dequantize(self.device)?)
             }
@@ -121,10 +120,7 @@ impl<R: Read + Seek> GgufSource<'_, R> {
         let output = if self.has_tensor("output.weight") {
             self.linear("output")?
         } else {
-            Linear {
-                w: table.clone(),
-                bias: None,
-            }
+            Linear { w: table.clone(), bias: None }
         };
         Ok((Embedding { table }, output))
     }
@@ -134,10 +130,7 @@ impl<R: Read + Seek> GgufSource<'_, R> {
         self.count(&q);
         let weight = q.dequantize(self.device)?;
         self.bytes += weight.elem_count() * 4;
-        Ok(RmsNorm {
-            weight,
-            eps: eps as f32,
-        })
+        Ok(RmsNorm { weight, eps: eps as f32 })
     }
 }
 
@@ -195,27 +188,13 @@ pub struct Rope {
 }
 
 impl Rope {
-    pub fn new(
-        dim: usize,
-        base: f32,
-        max_positions: usize,
-        interleaved: bool,
-        device: &Device,
-    ) -> Result<Self> {
-        let inv_freq: Vec<f32> = (0..dim)
-            .step_by(2)
-            .map(|i| 1f32 / base.powf(i as f32 / dim as f32))
-            .collect();
+    pub fn new(dim: usize, base: f32, max_positions: usize, interleaved: bool, device: &Device) -> Result<Self> {
+        let inv_freq: Vec<f32> = (0..dim).step_by(2).map(|i| 1f32 / base.powf(i as f32 / dim as f32)).collect();
         let inv_freq = Tensor::from_vec(inv_freq, (1, dim / 2), device)?;
-        let positions = Tensor::arange(0u32, max_positions as u32, device)?
-            .to_dtype(DType::F32)?
-            .reshape((max_positions, 1))?;
+        let positions =
+            Tensor::arange(0u32, max_positions as u32, device)?.to_dtype(DType::F32)?.reshape((max_positions, 1))?;
         let freqs = positions.matmul(&inv_freq)?;
-        Ok(Self {
-            cos: freqs.cos()?,
-            sin: freqs.sin()?,
-            interleaved,
-        })
+        Ok(Self { cos: freqs.cos()?, sin: freqs.sin()?, interleaved })
     }
 
     /// `x`: (batch, heads, seq, head_dim), positions `index_pos..index_pos+seq`.
@@ -254,11 +233,7 @@ pub fn attention_mask(
         for k_pos in 0..kv_len {
             let future = k_pos > q_pos;
             let too_far = window.is_some_and(|w| q_pos - k_pos.min(q_pos) >= w);
-            mask.push(if future || too_far {
-                f32::NEG_INFINITY
-            } else {
-                0.0
-            });
+            mask.push(if future || too_far { f32::NEG_INFINITY } else { 0.0 });
         }
     }
     Tensor::from_vec(mask, (seq_len, kv_len), device).map(Some)
@@ -291,13 +266,7 @@ impl KvCache {
 /// a key/value head are folded into the sequence axis, (b, n_kv, n_rep * s, d), so keys and
 /// values are never copied per query head (candle's `repeat_kv` would copy them every token).
 /// Returns (b, s, n_head * d).
-pub fn grouped_attention(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    mask: Option<&Tensor>,
-    scale: f64,
-) -> Result<Tensor> {
+pub fn grouped_attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, scale: f64) -> Result<Tensor> {
     let (b, n_head, s, d) = q.dims4()?;
     let (_, n_kv, t, _) = k.dims4()?;
     let n_rep = n_head / n_kv;
@@ -305,26 +274,17 @@ pub fn grouped_attention(
     let att = (q.matmul(&k.t()?)? * scale)?;
     let att = match mask {
         None => att,
-        Some(m) => att
-            .reshape((b, n_kv, n_rep, s, t))?
-            .broadcast_add(m)?
-            .reshape((b, n_kv, n_rep * s, t))?,
+        Some(m) => att.reshape((b, n_kv, n_rep, s, t))?.broadcast_add(m)?.reshape((b, n_kv, n_rep * s, t))?,
     };
     let att = candle_nn::ops::softmax_last_dim(&att)?;
     let y = att.matmul(&v.contiguous()?)?; // (b, n_kv, n_rep * s, d)
-    y.reshape((b, n_head, s, d))?
-        .transpose(1, 2)?
-        .reshape((b, s, n_head * d))
+    y.reshape((b, n_head, s, d))?.transpose(1, 2)?.reshape((b, s, n_head * d))
 }
 
 /// Logits of the last position as a flat f32 vector, shape (vocab,).
 pub fn last_logits(logits: &Tensor) -> Result<Tensor> {
     let (_, seq_len, _) = logits.dims3()?;
-    logits
-        .narrow(1, seq_len - 1, 1)?
-        .squeeze(1)?
-        .squeeze(0)?
-        .to_dtype(DType::F32)
+    logits.narrow(1, seq_len - 1, 1)?.squeeze(1)?.squeeze(0)?.to_dtype(DType::F32)
 }
 
 /// Take the last position of hidden states (b, s, h) before the final norm and the output

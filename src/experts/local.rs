@@ -1,0 +1,288 @@
+//! Local experts behind the same call interface as remote ones: the OpenAI request is
+//! turned into a generation job for the expert's worker thread, and its events into an
+//! OpenAI `chat.completion` or a stream of `chat.completion.chunk` events.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use http::StatusCode;
+use serde_json::{json, Map, Value};
+use tokio::sync::mpsc::Receiver;
+use tokio::time::{timeout, timeout_at, Instant};
+
+use super::{CallOptions, ExpertError, Reply, Usage};
+use crate::api::error::error_json;
+use crate::config::{LocalSettings, Timeouts};
+use crate::local::{
+    Arch, ChatMessage, FinishReason, GenEvent, GenRequest, LocalConfig, LocalError, LocalExpert, WeightFormat,
+};
+
+/// A full queue clears in about one generation; tell clients to come back after that.
+const QUEUE_FULL_RETRY_AFTER_SECS: u64 = 1;
+
+pub struct LocalBackend {
+    name: String,
+    expert: LocalExpert,
+    timeouts: Timeouts,
+}
+
+fn unavailable(name: &str, detail: impl Into<String>) -> ExpertError {
+    ExpertError::Unavailable { expert: name.to_string(), detail: detail.into() }
+}
+
+/// A client error the expert found in the request: a 400 that is not retried.
+fn bad_request(name: &str, message: &str, param: Option<&str>) -> ExpertError {
+    ExpertError::Status {
+        expert: name.to_string(),
+        status: StatusCode::BAD_REQUEST,
+        body: error_json(message, "invalid_request_error", param, None),
+        retry_after: None,
+    }
+}
+
+impl LocalBackend {
+    /// Loads the model and starts its worker. Blocks for the load (seconds): call it
+    /// off the async workers.
+    pub fn new(name: &str, s: &LocalSettings) -> Result<Self, ExpertError> {
+        let mut cfg = LocalConfig::new(&s.path);
+        cfg.arch = match s.arch.as_deref() {
+            None => None,
+            Some(a) => Some(
+                serde_json::from_value::<Arch>(Value::String(a.to_string()))
+                    .map_err(|_| unavailable(name, format!("unknown arch {a:?} (llama, qwen2, gemma3)")))?,
+            ),
+        };
+        cfg.device = s.device.clone();
+        cfg.context_length = s.context_length;
+        cfg.threads = s.threads;
+        cfg.queue_limit = s.queue_limit;
+        cfg.weights = match s.weights.as_deref() {
+            Some("f16") => WeightFormat::F16,
+            Some("f32") => WeightFormat::F32,
+            _ => WeightFormat::Quantized,
+        };
+        cfg.tokenizer = s.tokenizer.clone();
+        cfg.chat_template = s.chat_template.clone();
+        if !s.path.exists() {
+            return Err(unavailable(
+                name,
+                format!(
+                    "model file {} does not exist (run scripts/setup.sh to fetch the shipped models)",
+                    s.path.display()
+                ),
+            ));
+        }
+        let expert = LocalExpert::spawn(name, cfg).map_err(|e| unavailable(name, e.to_string()))?;
+        let info = expert.info();
+        tracing::info!(expert = %name, arch = %info.arch, params = info.params, bytes = info.bytes, load_ms = info.load_time.as_millis() as u64, "Local expert loaded.");
+        Ok(Self { name: name.to_string(), expert, timeouts: s.timeouts.clone() })
+    }
+
+    pub fn handle(&self) -> &LocalExpert {
+        &self.expert
+    }
+
+    pub async fn chat(&self, body: &Map<String, Value>, opts: CallOptions) -> Result<Reply, ExpertError> {
+        let req = self.gen_request(body)?;
+        let include_usage =
+            body.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool) == Some(true);
+        let deadline = Instant::now() + self.timeouts.total;
+        let mut rx = self.expert.submit(req).map_err(|e| match e {
+            LocalError::QueueFull { .. } => {
+                ExpertError::Overloaded { expert: self.name.clone(), retry_after_secs: QUEUE_FULL_RETRY_AFTER_SECS }
+            }
+            LocalError::InvalidRequest { param, reason } => {
+                bad_request(&self.name, &format!("Invalid '{param}': {reason}."), Some(param))
+            }
+            other => unavailable(&self.name, other.to_string()),
+        })?;
+        // Waiting in the queue and prompt processing happen before the first event.
+        let first = match timeout(self.timeouts.first_byte, rx.recv()).await {
+            Err(_) => {
+                return Err(ExpertError::FirstByteTimeout {
+                    expert: self.name.clone(),
+                    after: self.timeouts.first_byte,
+                })
+            }
+            Ok(None) => return Err(unavailable(&self.name, "the worker stopped")),
+            Ok(Some(GenEvent::Error(e))) => return Err(unavailable(&self.name, e)),
+            Ok(Some(ev)) => ev,
+        };
+        let id = format!("chatcmpl-{}", ulid::Ulid::new());
+        let created = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        if opts.stream {
+            return Ok(self.stream(first, rx, id, created, include_usage, deadline));
+        }
+        let mut text = String::new();
+        let mut event = first;
+        loop {
+            match event {
+                GenEvent::Delta(d) => text.push_str(&d),
+                GenEvent::Error(e) => return Err(unavailable(&self.name, e)),
+                GenEvent::Done { finish_reason, prompt_tokens, completion_tokens } => {
+                    let usage = usage(prompt_tokens, completion_tokens);
+                    let body = json!({
+                        "id": id, "object": "chat.completion", "created": created, "model": self.name,
+                        "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                                     "logprobs": null, "finish_reason": finish(finish_reason)}],
+                        "usage": usage,
+                    });
+                    return Ok(Reply::Json { body: Bytes::from(body.to_string()), usage: Some(usage) });
+                }
+            }
+            event = match timeout_at(deadline, rx.recv()).await {
+                Err(_) => {
+                    return Err(ExpertError::TotalTimeout { expert: self.name.clone(), after: self.timeouts.total })
+                }
+                Ok(None) => return Err(unavailable(&self.name, "the worker stopped mid-generation")),
+                Ok(Some(ev)) => ev,
+            };
+        }
+    }
+
+    fn stream(
+        &self,
+        first: GenEvent,
+        rx: Receiver<GenEvent>,
+        id: String,
+        created: u64,
+        include_usage: bool,
+        deadline: Instant,
+    ) -> Reply {
+        let name = self.name.clone();
+        let total = self.timeouts.total;
+        let chunk = {
+            let (id, name) = (id.clone(), name.clone());
+            move |delta: Value, finish_reason: Value| {
+                let c = json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": name,
+                               "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason}]});
+                Bytes::from(format!("data: {c}\n\n"))
+            }
+        };
+        let role = chunk(json!({"role": "assistant", "content": ""}), Value::Null);
+        struct St {
+            rx: Receiver<GenEvent>,
+            pending: Option<GenEvent>,
+            done: bool,
+        }
+        let st = St { rx, pending: Some(first), done: false };
+        let events = futures::stream::unfold(st, move |mut st| {
+            let chunk = chunk.clone();
+            let (id, name) = (id.clone(), name.clone());
+            async move {
+                if st.done {
+                    return None;
+                }
+                let ev = match st.pending.take() {
+                    Some(ev) => ev,
+                    None => match timeout_at(deadline, st.rx.recv()).await {
+                        Err(_) => {
+                            st.done = true;
+                            return Some((Err(ExpertError::TotalTimeout { expert: name, after: total }), st));
+                        }
+                        Ok(None) => {
+                            st.done = true;
+                            return Some((
+                                Err(ExpertError::Stream {
+                                    expert: name,
+                                    detail: "the worker stopped mid-generation".into(),
+                                }),
+                                st,
+                            ));
+                        }
+                        Ok(Some(ev)) => ev,
+                    },
+                };
+                let out = match ev {
+                    GenEvent::Delta(d) => Ok(chunk(json!({"content": d}), Value::Null)),
+                    GenEvent::Error(e) => {
+                        st.done = true;
+                        Err(ExpertError::Stream { expert: name, detail: e })
+                    }
+                    GenEvent::Done { finish_reason, prompt_tokens, completion_tokens } => {
+                        st.done = true;
+                        let mut b = chunk(json!({}), json!(finish(finish_reason))).to_vec();
+                        if include_usage {
+                            let u = json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": name,
+                                           "choices": [], "usage": usage(prompt_tokens, completion_tokens)});
+                            b.extend_from_slice(format!("data: {u}\n\n").as_bytes());
+                        }
+                        b.extend_from_slice(b"data: [DONE]\n\n");
+                        Ok(Bytes::from(b))
+                    }
+                };
+                Some((out, st))
+            }
+        });
+        Reply::Stream { events: futures::stream::once(async move { Ok(role) }).chain(events).boxed() }
+    }
+
+    /// The sampling parameters the local engine understands; the rest of the body has
+    /// no meaning for a local model and is ignored, as llama.cpp's server does.
+    fn gen_request(&self, body: &Map<String, Value>) -> Result<GenRequest, ExpertError> {
+        let bad =
+            |param: &str, what: &str| bad_request(&self.name, &format!("Invalid '{param}': {what}."), Some(param));
+        if body.get("n").and_then(Value::as_u64).is_some_and(|n| n != 1) {
+            return Err(bad("n", "local experts generate one choice"));
+        }
+        let messages = body
+            .get("messages")
+            .and_then(Value::as_array)
+            .map(|ms| {
+                ms.iter()
+                    .map(|m| ChatMessage::new(m["role"].as_str().unwrap_or("user"), content_text(&m["content"])))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let f64_of = |k: &str| body.get(k).and_then(Value::as_f64);
+        let max_tokens = body.get("max_completion_tokens").or_else(|| body.get("max_tokens")).and_then(Value::as_u64);
+        let stop = match body.get("stop") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::String(s)) => vec![s.clone()],
+            Some(Value::Array(a)) => a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+            Some(_) => return Err(bad("stop", "expected a string or an array of strings")),
+        };
+        Ok(GenRequest {
+            messages,
+            max_tokens: max_tokens.map(|t| t.min(u64::from(u32::MAX)) as u32),
+            temperature: f64_of("temperature"),
+            top_p: f64_of("top_p"),
+            top_k: body.get("top_k").and_then(Value::as_u64).map(|k| k as usize),
+            seed: body.get("seed").and_then(Value::as_u64),
+            stop,
+            presence_penalty: f64_of("presence_penalty").map(|v| v as f32),
+            frequency_penalty: f64_of("frequency_penalty").map(|v| v as f32),
+            repetition_penalty: f64_of("repetition_penalty").map(|v| v as f32),
+        })
+    }
+}
+
+fn finish(r: FinishReason) -> &'static str {
+    match r {
+        FinishReason::Stop => "stop",
+        FinishReason::Length => "length",
+    }
+}
+
+fn usage(prompt: u32, completion: u32) -> Usage {
+    Usage {
+        prompt_tokens: prompt.into(),
+        completion_tokens: completion.into(),
+        total_tokens: u64::from(prompt) + u64::from(completion),
+    }
+}
+
+/// A message's text: a string, or the `text` parts of an array.
+fn content_text(c: &Value) -> String {
+    match c {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter(|p| p.get("type").and_then(Value::as_str) == Some("text"))
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
+}
