@@ -30,4 +30,22 @@ pub enum Command {
         #[command(subcommand)]
         cmd: crate::classifier::cli::RouterCommand,
     },
+    // --- ledger (src/ledger/cli.rs) ---
+    /// The request ledger: export, compaction.
+    Ledger {
+        #[command(subcommand)]
+        cmd: crate::ledger::cli::LedgerCommand,
+    },
+    /// Cost, latency, errors and accuracy per category and expert, from the ledger.
+    Report(crate::ledger::cli::ReportArgs),
+    /// Routing policies: fit one from the ledger's evidence.
+    Policy {
+        #[command(subcommand)]
+        cmd: crate::ledger::cli::PolicyCommand,
+    },
+    /// Accuracy evaluation of experts on an eval set.
+    Eval {
+        #[command(subcommand)]
+        cmd: crate::ledger::cli::EvalCommand,
+    },
 }

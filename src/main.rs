@@ -23,6 +23,10 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Router { cmd } => triage::classifier::cli::run(cmd),
+        Command::Ledger { cmd } => Ok(triage::ledger::cli::ledger(cmd)?),
+        Command::Report(args) => Ok(triage::ledger::cli::report(args)?),
+        Command::Policy { cmd } => Ok(triage::ledger::cli::policy(cmd)?),
+        Command::Eval { cmd } => Ok(triage::ledger::cli::eval(cmd)?),
     }
 }
 

@@ -13,6 +13,8 @@ pub struct AppState {
     pub snapshot: ArcSwap<Snapshot>,
     pub resilience: Resilience,
     pub max_body_bytes: usize,
+    /// The request ledger, when enabled (the lead wires it from config).
+    pub ledger: Option<crate::ledger::Ledger>,
     /// Set on SIGTERM: `/ready` turns 503 so load balancers stop sending traffic.
     draining: AtomicBool,
 }
@@ -23,6 +25,7 @@ impl AppState {
             snapshot: ArcSwap::from_pointee(Snapshot::build(config)?),
             resilience: config.resilience.clone(),
             max_body_bytes: config.server.max_body_bytes,
+            ledger: None,
             draining: AtomicBool::new(false),
         })
     }

@@ -27,6 +27,9 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/models", get(models))
         .route("/health", get(health))
         .route("/ready", get(ready))
+        // --- ledger routes (logic in src/ledger/http.rs) ---
+        .route("/v1/feedback", post(feedback))
+        .route("/admin/stats", get(admin_stats))
         .fallback(|| async { ApiError::RouteNotFound })
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
@@ -92,4 +95,28 @@ async fn ready(State(state): State<Arc<AppState>>) -> (StatusCode, Json<serde_js
     } else {
         (StatusCode::OK, Json(json!({"status": "ready"})))
     }
+}
+
+// --- ledger handlers ---
+
+fn ledger_of(state: &AppState) -> Result<&crate::ledger::Ledger, ApiError> {
+    state.ledger.as_ref().ok_or(ApiError::LedgerDisabled)
+}
+
+async fn feedback(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
+    let result = body_or_error(body, state.max_body_bytes)
+        .and_then(|body| crate::ledger::http::feedback(ledger_of(&state)?, &body))
+        .map(|ack| Json(ack).into_response());
+    with_request_id(result)
+}
+
+async fn admin_stats(
+    State(state): State<Arc<AppState>>,
+    query: Result<axum::extract::Query<crate::ledger::http::StatsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let result = query
+        .map_err(|e| ApiError::InvalidRequest { message: e.body_text(), param: None })
+        .and_then(|axum::extract::Query(q)| crate::ledger::http::stats(ledger_of(&state)?, &q))
+        .map(|report| Json(report).into_response());
+    with_request_id(result)
 }
