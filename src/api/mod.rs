@@ -114,9 +114,11 @@ async fn admin_stats(
     State(state): State<Arc<AppState>>,
     query: Result<axum::extract::Query<crate::ledger::http::StatsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let result = query
-        .map_err(|e| ApiError::InvalidRequest { message: e.body_text(), param: None })
-        .and_then(|axum::extract::Query(q)| crate::ledger::http::stats(ledger_of(&state)?, &q))
-        .map(|report| Json(report).into_response());
-    with_request_id(result)
+    let result = async {
+        let axum::extract::Query(q) =
+            query.map_err(|e| ApiError::InvalidRequest { message: e.body_text(), param: None })?;
+        let report = crate::ledger::http::stats(ledger_of(&state)?, q).await?;
+        Ok(Json(report).into_response())
+    };
+    with_request_id(result.await)
 }

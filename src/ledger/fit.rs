@@ -159,6 +159,9 @@ pub fn gather(ledger: &Ledger, since_ms: Option<u64>, metric: Metric, min_sample
             });
         }
     }
+    for cat in by_cat.keys().filter(|c| !weights.contains_key(*c)) {
+        refused.push(Refusal { category: cat.clone(), expert: None, reason: "evidence but no gateway traffic".into() });
+    }
     let total: f64 = by_cat.keys().filter_map(|c| weights.get(c)).sum();
     let categories = by_cat
         .into_iter()
@@ -298,7 +301,7 @@ pub fn policy_toml(model_name: &str, fit: &Fit, source: &str) -> String {
         writeln!(out, "\n[[models]]\nname = {}\nexperts = [{}]\n\n[models.categories]", q(model_name), list.join(", "));
     for (c, &j) in p.categories.iter().zip(&fit.chosen.choice) {
         let chosen = &c.candidates[j];
-        let mut rest: Vec<&super::fit::Candidate> =
+        let mut rest: Vec<&Candidate> =
             c.candidates.iter().enumerate().filter(|(i, _)| *i != j).map(|(_, c)| c).collect();
         rest.sort_by(|a, b| b.accuracy.mean.total_cmp(&a.accuracy.mean));
         let names: Vec<String> = std::iter::once(chosen).chain(rest).map(|c| q(&c.expert)).collect();
@@ -385,7 +388,7 @@ mod tests {
 
     #[test]
     fn fit_matches_brute_force_on_random_instances() {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(0x7219_4e);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0x0072_194e);
         for case in 0..500 {
             let cats = random_problem(&mut rng);
             let budget = rng.random_range(0.0..0.006);

@@ -86,8 +86,16 @@ pub struct StatsQuery {
     pub origin: Option<Origin>,
 }
 
-/// `GET /admin/stats`: the report `triage report --json` prints.
-pub fn stats(ledger: &Ledger, q: &StatsQuery) -> Result<Report, ApiError> {
+/// `GET /admin/stats`: the report `triage report --json` prints. The scan reads the
+/// whole window from disk, so it runs on a blocking thread, not an async worker.
+pub async fn stats(ledger: &Ledger, q: StatsQuery) -> Result<Report, ApiError> {
+    let ledger = ledger.clone();
+    tokio::task::spawn_blocking(move || stats_blocking(&ledger, &q))
+        .await
+        .map_err(|e| ApiError::Ledger(format!("the report task failed: {e}")))?
+}
+
+fn stats_blocking(ledger: &Ledger, q: &StatsQuery) -> Result<Report, ApiError> {
     let since_ms = q
         .since
         .as_deref()
