@@ -196,11 +196,17 @@ pub fn ledger(cmd: LedgerCommand) -> Result<(), CliError> {
                             .map_err(|source| CliError::Io { what: format!("creating {}", path.display()), source })?;
                         export::export(l, since, format, &mut std::io::BufWriter::new(file))?
                     }
-                    None => export::export(l, since, format, &mut std::io::stdout().lock())?,
+                    None => match export::export(l, since, format, &mut std::io::stdout().lock()) {
+                        // `| head` closing the pipe is the reader's choice, not a failure.
+                        Err(ExportError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(None),
+                        other => other?,
+                    },
                 };
-                Ok(n)
+                Ok(Some(n))
             })?;
-            eprintln!("exported {n} records");
+            if let Some(n) = n {
+                eprintln!("exported {n} records");
+            }
             Ok(())
         }
         LedgerCommand::Compact { db, retention_days, max_records, max_bytes } => {

@@ -116,7 +116,7 @@ pub fn gather(ledger: &Ledger, since_ms: Option<u64>, metric: Metric, min_sample
         .collect();
     let mut weights_from = "gateway traffic";
     if weights.is_empty() {
-        weights_from = "all records (no categorized gateway traffic yet)";
+        weights_from = "all records: no categorized gateway traffic yet";
         for g in pairs.groups.iter().filter(|g| g.key[0] != NONE_LABEL) {
             *weights.entry(g.key[0].clone()).or_default() += g.requests as f64;
         }
