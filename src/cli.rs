@@ -42,6 +42,19 @@ pub enum Command {
         #[command(subcommand)]
         cmd: crate::classifier::cli::RouterCommand,
     },
+    // --- ledger (src/ledger/cli.rs) ---
+    /// The request ledger: export, compaction.
+    Ledger {
+        #[command(subcommand)]
+        cmd: crate::ledger::cli::LedgerCommand,
+    },
+    /// Cost, latency, errors and accuracy per category and expert, from the ledger.
+    Report(crate::ledger::cli::ReportArgs),
+    /// Accuracy evaluation of experts on an eval set.
+    Eval {
+        #[command(subcommand)]
+        cmd: crate::ledger::cli::EvalCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -52,4 +65,6 @@ pub enum PolicyCommand {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    #[command(flatten)]
+    Fit(crate::ledger::cli::PolicyCommand),
 }

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod dispatch;
 pub mod experts;
+pub mod ledger;
 pub mod local;
 pub mod reload;
 pub mod routing;

@@ -22,6 +22,10 @@ fn main() -> anyhow::Result<()> {
         Command::Serve { config, listen, no_watch } => serve(config, listen, !no_watch),
         Command::CheckConfig { files } | Command::Policy { cmd: PolicyCommand::Check { files } } => check(&files),
         Command::Router { cmd } => triage::classifier::cli::run(cmd),
+        Command::Ledger { cmd } => Ok(triage::ledger::cli::ledger(cmd)?),
+        Command::Report(args) => Ok(triage::ledger::cli::report(args)?),
+        Command::Policy { cmd: PolicyCommand::Fit(cmd) } => Ok(triage::ledger::cli::policy(cmd)?),
+        Command::Eval { cmd } => Ok(triage::ledger::cli::eval(cmd)?),
     }
 }
 
@@ -57,7 +61,12 @@ fn serve(paths: Vec<PathBuf>, listen: Option<SocketAddr>, watch: bool) -> anyhow
         let _watcher = if watch { reload::watch(state.clone()).context("watching the config files")? } else { None };
         spawn_sighup_reload(state.clone());
         tracing::info!(listen = %server_cfg.listen, config = %origin, version = %state.snapshot.load().version(), "Triage is serving.");
-        server::run(listener, state, server::shutdown_signal(), server_cfg.shutdown_grace).await?;
+        server::run(listener, state.clone(), server::shutdown_signal(), server_cfg.shutdown_grace).await?;
+        if let Some(ledger) = &state.ledger {
+            // Every record of a finished request is written before the process exits.
+            ledger.close().await.context("flushing the ledger")?;
+            tracing::info!("Ledger flushed.");
+        }
         Ok(())
     })
 }

@@ -13,6 +13,10 @@ pub struct AppState {
     pub snapshot: ArcSwap<Snapshot>,
     /// Fixed at start: the body-limit layer is built once.
     pub max_body_bytes: usize,
+    /// The request ledger, when `[ledger]` is configured.
+    pub ledger: Option<crate::ledger::Ledger>,
+    /// Records carry the prompt text only when the operator asked for it.
+    pub store_prompts: bool,
     /// Set on SIGTERM: `/ready` turns 503 so load balancers stop sending traffic.
     draining: AtomicBool,
     pub reload_source: Option<ReloadSource>,
@@ -24,11 +28,18 @@ impl AppState {
     /// `source`: where to re-read the config on reload (None: it cannot change).
     pub fn new(config: Config, routers: RouterFactory<'_>, source: Option<ReloadSource>) -> Result<Self, BuildError> {
         let max_body_bytes = config.server.max_body_bytes;
+        let ledger = match &config.ledger {
+            Some(cfg) => Some(crate::ledger::Ledger::open(cfg.clone()).map_err(BuildError::Ledger)?),
+            None => None,
+        };
+        let store_prompts = config.ledger.as_ref().is_some_and(|l| l.store_prompts);
         let snapshot = Snapshot::build(config, None, routers)?;
         Ok(Self {
             policy_status: std::sync::Mutex::new(PolicyStatus::of(&snapshot)),
             snapshot: ArcSwap::from_pointee(snapshot),
             max_body_bytes,
+            ledger,
+            store_prompts,
             draining: AtomicBool::new(false),
             reload_source: source,
             reload_lock: tokio::sync::Mutex::new(()),

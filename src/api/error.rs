@@ -31,6 +31,12 @@ pub enum ApiError {
     ShuttingDown,
     #[error("Not found.")]
     RouteNotFound,
+    #[error("No request with id `{0}` is in the ledger.")]
+    UnknownRequest(String),
+    #[error("The request ledger is not enabled on this gateway.")]
+    LedgerDisabled,
+    #[error("The request ledger failed: {0}")]
+    Ledger(String),
 }
 
 #[derive(Serialize)]
@@ -66,10 +72,28 @@ pub fn stream_error_event(message: &str, code: &str) -> Bytes {
 }
 
 impl ApiError {
+    /// Low-cardinality label for the ledger, logs and metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Upstream(e) => e.kind(),
+            Self::InvalidRequest { .. } => "invalid_request",
+            Self::ModelNotFound(_) => "model_not_found",
+            Self::Unsupported { .. } => "unsupported",
+            Self::BodyTooLarge { .. } => "body_too_large",
+            Self::NoExpertAvailable(_) => "no_expert_available",
+            Self::ShuttingDown => "shutting_down",
+            Self::RouteNotFound => "route_not_found",
+            _ => "ledger",
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             Self::InvalidRequest { .. } | Self::Unsupported { .. } => StatusCode::BAD_REQUEST,
-            Self::ModelNotFound(_) | Self::RouteNotFound => StatusCode::NOT_FOUND,
+            Self::ModelNotFound(_) | Self::RouteNotFound | Self::UnknownRequest(_) | Self::LedgerDisabled => {
+                StatusCode::NOT_FOUND
+            }
+            Self::Ledger(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::ContentType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::NoExpertAvailable(_) | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
@@ -85,6 +109,9 @@ impl ApiError {
             }
             Self::ModelNotFound(_) => ("invalid_request_error", Some("model_not_found")),
             Self::RouteNotFound => ("invalid_request_error", Some("not_found")),
+            Self::UnknownRequest(_) => ("invalid_request_error", Some("request_not_found")),
+            Self::LedgerDisabled => ("invalid_request_error", Some("ledger_disabled")),
+            Self::Ledger(_) => ("server_error", Some("ledger_error")),
             Self::BodyTooLarge { .. } => ("invalid_request_error", Some("request_too_large")),
             Self::NoExpertAvailable(_) => ("server_error", Some("no_expert_available")),
             Self::ShuttingDown => ("server_error", Some("shutting_down")),
@@ -108,6 +135,7 @@ impl ApiError {
         match self {
             Self::InvalidRequest { param, .. } => param.as_deref(),
             Self::ModelNotFound(_) | Self::Unsupported { .. } => Some("model"),
+            Self::UnknownRequest(_) => Some("request_id"),
             _ => None,
         }
     }

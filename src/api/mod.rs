@@ -31,6 +31,9 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/admin/reload", post(admin::reload))
         .route("/health", get(health))
         .route("/ready", get(ready))
+        // --- ledger routes (logic in src/ledger/http.rs) ---
+        .route("/v1/feedback", post(feedback))
+        .route("/admin/stats", get(admin_stats))
         .fallback(|| async { ApiError::RouteNotFound })
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
@@ -46,8 +49,13 @@ fn body_or_error(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<By
 
 /// Every API response, errors included, carries a request id to quote in a bug report.
 fn with_request_id(result: Result<Response, ApiError>) -> Response {
+    with_id(result, ulid::Ulid::new())
+}
+
+/// The same, with the id the ledger record carries.
+fn with_id(result: Result<Response, ApiError>, id: ulid::Ulid) -> Response {
     let mut resp = result.unwrap_or_else(IntoResponse::into_response);
-    if let Ok(v) = HeaderValue::try_from(ulid::Ulid::new().to_string()) {
+    if let Ok(v) = HeaderValue::try_from(id.to_string()) {
         resp.headers_mut().insert(HEADER_REQUEST_ID, v);
     }
     resp
@@ -58,19 +66,13 @@ async fn chat_completions(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let result = match body_or_error(body, state.max_body_bytes) {
-        Ok(body) => dispatch::chat(&state, &headers, &body).await,
-        Err(e) => Err(e),
-    };
-    with_request_id(result)
+    let id = ulid::Ulid::new();
+    with_id(dispatch::chat(&state, id, &headers, body_or_error(body, state.max_body_bytes)).await, id)
 }
 
 async fn embeddings(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
-    let result = match body_or_error(body, state.max_body_bytes) {
-        Ok(body) => dispatch::embeddings(&state, &body).await,
-        Err(e) => Err(e),
-    };
-    with_request_id(result)
+    let id = ulid::Ulid::new();
+    with_id(dispatch::embeddings(&state, id, body_or_error(body, state.max_body_bytes)).await, id)
 }
 
 async fn models(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
@@ -96,4 +98,30 @@ async fn ready(State(state): State<Arc<AppState>>) -> (StatusCode, Json<serde_js
     } else {
         (StatusCode::OK, Json(json!({"status": "ready"})))
     }
+}
+
+// --- ledger handlers ---
+
+fn ledger_of(state: &AppState) -> Result<&crate::ledger::Ledger, ApiError> {
+    state.ledger.as_ref().ok_or(ApiError::LedgerDisabled)
+}
+
+async fn feedback(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
+    let result = body_or_error(body, state.max_body_bytes)
+        .and_then(|body| crate::ledger::http::feedback(ledger_of(&state)?, &body))
+        .map(|ack| Json(ack).into_response());
+    with_request_id(result)
+}
+
+async fn admin_stats(
+    State(state): State<Arc<AppState>>,
+    query: Result<axum::extract::Query<crate::ledger::http::StatsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let result = async {
+        let axum::extract::Query(q) =
+            query.map_err(|e| ApiError::InvalidRequest { message: e.body_text(), param: None })?;
+        let report = crate::ledger::http::stats(ledger_of(&state)?, q).await?;
+        Ok(Json(report).into_response())
+    };
+    with_request_id(result.await)
 }

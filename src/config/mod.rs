@@ -71,6 +71,8 @@ pub struct Config {
     pub version: String,
     /// Where `router = "name"` finds `name/router.toml`.
     pub routers_dir: PathBuf,
+    /// The request ledger, when `[ledger]` is set. Read at start only.
+    pub ledger: Option<crate::ledger::LedgerConfig>,
     pub server: ServerConfig,
     pub resilience: Resilience,
     pub experts: Vec<ExpertConfig>,
@@ -278,12 +280,14 @@ impl Validator<'_> {
         let mut servers = Vec::new();
         let mut resiliences = Vec::new();
         let mut routings = Vec::new();
+        let mut ledgers = Vec::new();
         let mut raw_experts = Vec::new();
         let mut raw_models = Vec::new();
         for (file, raw) in files {
             servers.push((file, raw.server));
             resiliences.push((file, raw.resilience));
             routings.push((file, raw.routing));
+            ledgers.push((file, raw.ledger));
             raw_experts.extend(raw.experts.into_iter().enumerate().map(|(i, e)| (file, i, e)));
             raw_models.extend(raw.models.into_iter().enumerate().map(|(i, m)| (file, i, m)));
         }
@@ -299,6 +303,24 @@ impl Validator<'_> {
                 .unwrap_or_else(|| DEFAULT_ROUTERS_DIR.to_string()),
         );
 
+        let (ledger_file, ledger) = single(ledgers, "ledger")?;
+        let ledger = match ledger {
+            None => None,
+            Some(l) => {
+                if l.flush_interval_ms == Some(0) {
+                    return Err(invalid(&ledger_file, "ledger.flush_interval_ms", "must be greater than 0"));
+                }
+                let mut cfg = crate::ledger::LedgerConfig::new(&l.path);
+                if let Some(ms) = l.flush_interval_ms {
+                    cfg.flush_interval = Duration::from_millis(ms);
+                }
+                cfg.retention_days = l.retention_days;
+                cfg.max_records = l.max_records;
+                cfg.max_bytes = l.max_bytes;
+                cfg.store_prompts = l.store_prompts;
+                Some(cfg)
+            }
+        };
         let mut names: HashMap<String, String> = HashMap::new();
         let mut experts = Vec::with_capacity(raw_experts.len());
         for (file, i, e) in raw_experts {
@@ -325,7 +347,7 @@ impl Validator<'_> {
             models.push(policy::validate(file, &path, m, &experts, &routers_dir)?);
         }
         policy::check_fallback_cycles(&models, &experts)?;
-        Ok(Config { origin, version, server, resilience, experts, models, routers_dir })
+        Ok(Config { origin, version, server, resilience, experts, models, routers_dir, ledger })
     }
 
     fn server(&self, file: &str, raw: raw::RawServer) -> Result<ServerConfig, ConfigError> {

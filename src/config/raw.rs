@@ -17,6 +17,20 @@ pub struct RawConfig {
     #[serde(default)]
     pub models: Vec<RawVirtualModel>,
     pub routing: Option<RawRouting>,
+    pub ledger: Option<RawLedger>,
+}
+
+/// `[ledger]`: where every request's record goes (off when absent).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLedger {
+    pub path: String,
+    pub flush_interval_ms: Option<u64>,
+    pub retention_days: Option<u32>,
+    pub max_records: Option<u64>,
+    pub max_bytes: Option<u64>,
+    #[serde(default)]
+    pub store_prompts: bool,
 }
 
 #[derive(Debug, Deserialize, Default)]

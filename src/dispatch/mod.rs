@@ -5,17 +5,19 @@ pub mod request;
 pub mod sse;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use rand::Rng;
+use ulid::Ulid;
 
 use crate::api::error::ApiError;
 use crate::config::{Capability, Resilience};
 use crate::experts::breaker::Admission;
 use crate::experts::{CallOptions, Expert, ExpertError, Reply};
+use crate::ledger::Record;
 use crate::routing::{Decision, RouteError, Snapshot};
 use crate::state::AppState;
 use request::ChatRequest;
@@ -35,12 +37,64 @@ impl From<RouteError> for ApiError {
     }
 }
 
-/// Handles `POST /v1/chat/completions` after the body has been read.
-pub async fn chat(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Response, ApiError> {
+/// Handles `POST /v1/chat/completions`. Every outcome, success or failure, becomes a
+/// ledger record with the same id as the `x-triage-request-id` header.
+pub async fn chat(
+    state: &AppState,
+    id: Ulid,
+    headers: &HeaderMap,
+    body: Result<Bytes, ApiError>,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let mut rec = Record::with_id(id, "");
+    let result = match body {
+        Ok(body) => chat_inner(state, headers, &body, &mut rec, started).await,
+        Err(e) => Err(e),
+    };
+    match &result {
+        // A stream's record is completed by the relay when the stream ends.
+        Ok((_, true)) => {}
+        Ok((resp, false)) => {
+            rec.status = resp.status().as_u16();
+            rec.latency_ms = ms(started.elapsed());
+            submit(state, rec).await;
+        }
+        Err(e) => {
+            rec.status = e.status().as_u16();
+            rec.error = Some(e.label().to_string());
+            rec.latency_ms = ms(started.elapsed());
+            submit(state, rec).await;
+        }
+    }
+    result.map(|(resp, _)| resp)
+}
+
+/// Returns the response and whether a stream will complete the record itself.
+async fn chat_inner(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+    rec: &mut Record,
+    started: Instant,
+) -> Result<(Response, bool), ApiError> {
     let mut req = ChatRequest::parse(body)?;
+    rec.model = req.model.clone();
+    rec.stream = req.stream;
+    let messages_json = serde_json::to_vec(req.messages()).unwrap_or_default();
+    rec.prompt_hash = crate::ledger::prompt_hash(&messages_json);
+    if state.store_prompts {
+        rec.prompt = Some(crate::routing::prompt_text(req.messages()));
+    }
     let snapshot = state.snapshot.load_full();
-    let request_hash = req.prompt_hash();
+    rec.policy_version = snapshot.version().to_string();
+    let request_hash = u64::from_str_radix(rec.prompt_hash.get(..16).unwrap_or("0"), 16).unwrap_or(0);
     let decision = snapshot.route(&req.model, || crate::routing::prompt_text(req.messages()), request_hash).await?;
+    if snapshot.virtual_models().iter().any(|m| m.name == req.model) {
+        rec.policy = req.model.clone();
+    }
+    rec.category = decision.category.clone();
+    rec.confidence = decision.confidence;
+    rec.top_categories = decision.top_categories.clone();
     let strip_usage = req.stream && !req.include_usage;
     if strip_usage {
         // Usage is what the ledger and the metrics count; ask for it and hide it again.
@@ -48,7 +102,7 @@ pub async fn chat(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<
     }
     let trace = trace_headers(headers);
     let opts = CallOptions { stream: req.stream };
-    let (expert, reply) = attempt_all(&snapshot, &decision, |e| {
+    let attempt = attempt_all(&snapshot, &decision, &mut rec.tried, |e| {
         let body = &req.body;
         let trace = &trace;
         async move {
@@ -61,28 +115,111 @@ pub async fn chat(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<
             e.chat(body, opts, trace).await
         }
     })
-    .await?;
-    let mut resp = match reply {
-        Reply::Json { body, .. } => {
-            (StatusCode::OK, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body)
-                .into_response()
+    .await;
+    let (expert, reply) = attempt?;
+    rec.expert = Some(expert.name().to_string());
+    rec.active_params = expert.active_params();
+    let price = expert.config.price.clone();
+    let (mut resp, streaming) = match reply {
+        Reply::Json { body, usage } => {
+            rec.ttft_ms = Some(ms(started.elapsed()));
+            if let Some(u) = usage {
+                set_usage(rec, u, &price);
+            }
+            let resp = (StatusCode::OK, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body)
+                .into_response();
+            (resp, false)
         }
         Reply::Stream { events } => {
-            let relay = sse::Relay::new(events, strip_usage, |_| {});
+            let mut stream_rec = rec.clone();
+            let ledger = state.ledger.clone();
+            let relay = sse::Relay::new(events, strip_usage, move |outcome| {
+                stream_rec.ttft_ms = outcome.first_event_at.map(|t| ms(t.duration_since(started)));
+                stream_rec.latency_ms = ms(started.elapsed());
+                if let Some(u) = outcome.usage {
+                    set_usage(&mut stream_rec, u, &price);
+                }
+                match outcome.error {
+                    Some("client_disconnected") => {
+                        stream_rec.status = crate::ledger::STATUS_CLIENT_CLOSED;
+                        stream_rec.error = Some("client_disconnect".into());
+                    }
+                    Some(e) => stream_rec.error = Some(e.to_string()),
+                    None => {}
+                }
+                if let Some(ledger) = ledger {
+                    submit_detached(&ledger, stream_rec);
+                }
+            });
             let mut r = Response::new(Body::from_stream(relay));
             let h = r.headers_mut();
             h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-            r
+            (r, true)
         }
     };
     decorate(resp.headers_mut(), &expert, &decision);
-    Ok(resp)
+    Ok((resp, streaming))
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn set_usage(rec: &mut Record, u: crate::experts::Usage, price: &crate::config::Price) {
+    rec.input_tokens = u.prompt_tokens;
+    rec.output_tokens = u.completion_tokens;
+    rec.cost_usd =
+        crate::ledger::cost_usd(u.prompt_tokens, u.completion_tokens, price.input_per_mtok, price.output_per_mtok);
+}
+
+/// Hands a record to the ledger: immediately when the channel has room, else waits for
+/// room (backpressure) rather than dropping it.
+async fn submit(state: &AppState, rec: Record) {
+    if let Some(ledger) = &state.ledger {
+        if let Err(rec) = ledger.try_record(rec) {
+            ledger.record(rec).await;
+        }
+    }
+}
+
+/// From a synchronous context (a stream's end): a full channel hands the record to a
+/// task that waits for room, so it is still never dropped.
+fn submit_detached(ledger: &crate::ledger::Ledger, rec: Record) {
+    if let Err(rec) = ledger.try_record(rec) {
+        let ledger = ledger.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => {
+                h.spawn(async move { ledger.record(rec).await });
+            }
+            Err(_) => tracing::error!(id = %rec.id, "Ledger channel full outside the runtime; record lost."),
+        }
+    }
 }
 
 /// Handles `POST /v1/embeddings`: only experts that declare embeddings take it.
-pub async fn embeddings(state: &AppState, body: &[u8]) -> Result<Response, ApiError> {
+pub async fn embeddings(state: &AppState, id: Ulid, body: Result<Bytes, ApiError>) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let mut rec = Record::with_id(id, "");
+    let result = match body {
+        Ok(body) => embeddings_inner(state, &body, &mut rec).await,
+        Err(e) => Err(e),
+    };
+    rec.latency_ms = ms(started.elapsed());
+    match &result {
+        Ok(resp) => rec.status = resp.status().as_u16(),
+        Err(e) => {
+            rec.status = e.status().as_u16();
+            rec.error = Some(e.label().to_string());
+        }
+    }
+    submit(state, rec).await;
+    result
+}
+
+async fn embeddings_inner(state: &AppState, body: &[u8], rec: &mut Record) -> Result<Response, ApiError> {
     let req = request::EmbeddingsRequest::parse(body)?;
+    rec.model = req.model.clone();
     let snapshot = state.snapshot.load_full();
     let Some(expert) = snapshot.expert(&req.model) else {
         return Err(ApiError::ModelNotFound(req.model));
@@ -91,7 +228,8 @@ pub async fn embeddings(state: &AppState, body: &[u8]) -> Result<Response, ApiEr
         return Err(ApiError::Unsupported { model: req.model, what: "embeddings" });
     }
     let decision = snapshot.route(&req.model, String::new, 0).await?;
-    let (expert, body) = attempt_all(&snapshot, &decision, |e| {
+    rec.policy_version = snapshot.version().to_string();
+    let (expert, body) = attempt_all(&snapshot, &decision, &mut rec.tried, |e| {
         let body = &req.body;
         async move { e.embeddings(body).await }
     })
@@ -108,6 +246,7 @@ pub async fn embeddings(state: &AppState, body: &[u8]) -> Result<Response, ApiEr
 async fn attempt_all<T, F, Fut>(
     snapshot: &Snapshot,
     decision: &Decision,
+    tried: &mut Vec<String>,
     mut call: F,
 ) -> Result<(Arc<Expert>, T), ApiError>
 where
@@ -118,7 +257,7 @@ where
     let candidates: Vec<Arc<Expert>> = decision.experts.iter().filter_map(|n| snapshot.expert(n).cloned()).collect();
     let mut last_error = None;
     let mut attempts = 0u32;
-    let mut tried = vec![0u32; candidates.len()];
+    let mut tries = vec![0u32; candidates.len()];
     let max_picks = candidates.len() * resilience.max_attempts as usize;
     for pick in 0..max_picks {
         if attempts >= resilience.max_attempts {
@@ -129,11 +268,11 @@ where
         if expert.breaker.admit() == Admission::Open {
             continue;
         }
-        if tried[i] > 0 {
+        if tries[i] > 0 {
             // Coming back to an expert that already failed: give it a moment.
-            tokio::time::sleep(backoff(resilience, tried[i])).await;
+            tokio::time::sleep(backoff(resilience, tries[i])).await;
         }
-        tried[i] += 1;
+        tries[i] += 1;
         attempts += 1;
         match call(expert.clone()).await {
             Ok(out) => {
@@ -143,6 +282,7 @@ where
             Err(e) if e.retryable() => {
                 tracing::warn!(error = %e, expert = %expert.name(), attempt = attempts, "Expert call failed; trying the next.");
                 expert.breaker.record_failure();
+                tried.push(expert.name().to_string());
                 last_error = Some(e);
             }
             Err(e) => {

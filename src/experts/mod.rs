@@ -126,6 +126,14 @@ impl Expert {
         &self.config.name
     }
 
+    /// Parameters per token, for local experts (remote providers do not say).
+    pub fn active_params(&self) -> Option<u64> {
+        match &self.backend {
+            Backend::Local(l) => Some(l.handle().info().params as u64),
+            Backend::Remote(_) => None,
+        }
+    }
+
     /// Sends a chat request. `body` is the client's JSON object; the expert sets `model`
     /// and whatever else its protocol needs.
     pub async fn chat(

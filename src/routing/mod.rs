@@ -77,6 +77,8 @@ pub enum BuildError {
     Expert(#[from] ExpertError),
     #[error("model {model:?}: cannot load its router: {detail}")]
     Router { model: String, detail: String },
+    #[error(transparent)]
+    Ledger(crate::ledger::LedgerError),
 }
 
 pub struct Snapshot {
