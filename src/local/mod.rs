@@ -347,8 +347,15 @@ impl LocalExpert {
                     return;
                 }
                 while let Ok(job) = queue.recv() {
-                    run_job(&model_name, &mut engine, job);
+                    let events = job.events.clone();
+                    let last = run_job(&model_name, &mut engine, job);
+                    // Free the slot before the final event, so a consumer that has seen `Done`
+                    // also sees the expert as idle.
                     worker_in_flight.fetch_sub(1, Ordering::AcqRel);
+                    if let Some(last) = last {
+                        // Blocking send is fine: this is the expert's own thread.
+                        let _ = events.blocking_send(last);
+                    }
                 }
             })
             .map_err(|e| LocalError::WorkerGone { model: format!("{name} (cannot start thread: {e})") })?;
@@ -405,10 +412,11 @@ impl LocalExpert {
     }
 }
 
-fn run_job(name: &str, engine: &mut engine::Engine, job: Job) {
+/// Runs one job, streaming deltas; returns its final event (none when it was abandoned).
+fn run_job(name: &str, engine: &mut engine::Engine, job: Job) -> Option<GenEvent> {
     let Job { req, events } = job;
     if events.is_closed() {
-        return; // Abandoned while queued.
+        return None; // Abandoned while queued.
     }
     let started = Instant::now();
     let result = engine.generate(
@@ -427,18 +435,19 @@ fn run_job(name: &str, engine: &mut engine::Engine, job: Job) {
                 tokens_per_s = out.completion_tokens as f64 / secs.max(1e-9),
                 "Local generation finished."
             );
-            let _ = events.blocking_send(GenEvent::Done {
+            Some(GenEvent::Done {
                 finish_reason: out.finish_reason,
                 prompt_tokens: out.prompt_tokens,
                 completion_tokens: out.completion_tokens,
-            });
+            })
         }
         Err(engine::Abort::Cancelled) => {
             tracing::debug!(expert = name, "Local generation cancelled by its consumer.");
+            None
         }
         Err(engine::Abort::Failed(e)) => {
             tracing::warn!(expert = name, error = %e, "Local generation failed.");
-            let _ = events.blocking_send(GenEvent::Error(e.to_string()));
+            Some(GenEvent::Error(e.to_string()))
         }
     }
 }
