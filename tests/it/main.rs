@@ -8,6 +8,7 @@
 )]
 
 mod ledger;
+mod local;
 mod mock;
 mod proxy;
 mod reload;

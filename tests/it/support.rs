@@ -94,3 +94,32 @@ pub fn remote_config(experts: &[(&str, &str)], extra: &str) -> String {
 pub fn client() -> reqwest::Client {
     reqwest::Client::new()
 }
+
+/// One gateway on the embedded default config (two local GGUF experts and the default
+/// router), shared by the tests that need real models: loading them takes seconds. It
+/// runs on its own thread and runtime so it outlives each test's runtime.
+pub fn local_gateway() -> SocketAddr {
+    static ADDR: std::sync::OnceLock<SocketAddr> = std::sync::OnceLock::new();
+    *ADDR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap().keep();
+        let text = config::EMBEDDED_DEFAULT
+            .replace("path = \"data/ledger\"", &format!("path = {:?}", dir.join("ledger").display().to_string()));
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let config = config::load_str(&text, "embedded default (test)").unwrap_or_else(|e| panic!("config: {e}"));
+        let routers = triage::routing::classifiers::factory(root.join("models"));
+        let state = Arc::new(
+            AppState::new(config, &*routers, None)
+                .unwrap_or_else(|e| panic!("local gateway: {e} (run scripts/setup.sh)")),
+        );
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                tx.send(listener.local_addr().unwrap()).unwrap();
+                server::run(listener, state, std::future::pending(), Duration::from_secs(1)).await.unwrap();
+            });
+        });
+        rx.recv().unwrap()
+    })
+}
