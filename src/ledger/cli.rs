@@ -105,6 +105,9 @@ pub enum PolicyCommand {
         min_samples: u64,
         #[arg(long)]
         since: Option<String>,
+        /// The router whose categories the policy maps (a folder under routers/).
+        #[arg(long, default_value = "default")]
+        router: String,
     },
 }
 
@@ -235,7 +238,7 @@ pub fn report(args: ReportArgs) -> Result<(), CliError> {
 /// `triage policy <command>`.
 pub fn policy(cmd: PolicyCommand) -> Result<(), CliError> {
     match cmd {
-        PolicyCommand::Fit { db, budget, metric, out, name, min_samples, since } => {
+        PolicyCommand::Fit { db, budget, metric, out, name, min_samples, since, router } => {
             let budget = parse_amount(&budget)?;
             let since = since_ms(since.as_deref())?;
             let problem = with_ledger(&db, async |l| Ok(fit::gather(l, since, metric, min_samples)?))?;
@@ -250,7 +253,7 @@ pub fn policy(cmd: PolicyCommand) -> Result<(), CliError> {
             let name = name.unwrap_or_else(|| {
                 out.file_stem().map_or_else(|| "fitted".into(), |s| s.to_string_lossy().into_owned())
             });
-            let text = fit::policy_toml(&name, &fit, &format!("ledger {}", db.display()));
+            let text = fit::policy_toml(&name, &router, &fit, &format!("ledger {}", db.display()));
             std::fs::write(&out, text)
                 .map_err(|source| CliError::Io { what: format!("writing {}", out.display()), source })?;
             println!(

@@ -268,7 +268,7 @@ pub fn render_frontier(fit: &Fit, max_rows: usize) -> String {
 
 /// The policy file for a fit. Kept in one function so the format can follow the config as
 /// it evolves; the current shape is a virtual model with a per-category expert table.
-pub fn policy_toml(model_name: &str, fit: &Fit, source: &str) -> String {
+pub fn policy_toml(model_name: &str, router: &str, fit: &Fit, source: &str) -> String {
     let p = &fit.problem;
     let m = p.metric;
     let q = |s: &str| toml::Value::String(s.to_string()).to_string();
@@ -284,7 +284,9 @@ pub fn policy_toml(model_name: &str, fit: &Fit, source: &str) -> String {
     );
     let _ = writeln!(out, "# Quality is accuracy weighted by each category's share of traffic ({}).", p.weights_from);
     let _ = writeln!(out, "# Each category lists its chosen expert first; the rest, best accuracy first, are");
-    let _ = writeln!(out, "# fallbacks tried only when it fails.");
+    let _ = writeln!(out, "# fallbacks tried only when it fails. Categories not listed use the catch-all \"*\".");
+    let _ = writeln!(out, "# It names experts defined elsewhere: load it beside them, e.g.");
+    let _ = writeln!(out, "#   triage serve --config policies/default.toml --config <this file>");
     for r in p.refused.iter().filter(|r| r.expert.is_none()) {
         let _ =
             writeln!(out, "# Not fitted: category {:?}: {}; it uses the model's expert list.", r.category, r.reason);
@@ -297,8 +299,16 @@ pub fn policy_toml(model_name: &str, fit: &Fit, source: &str) -> String {
     let mut experts: Vec<(&str, f64)> = served.into_iter().collect();
     experts.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(b.0)));
     let list: Vec<String> = experts.iter().map(|(e, _)| q(e)).collect();
-    let _ =
-        writeln!(out, "\n[[models]]\nname = {}\nexperts = [{}]\n\n[models.categories]", q(model_name), list.join(", "));
+    let fallback = list.first().cloned().unwrap_or_else(|| q(""));
+    let _ = writeln!(
+        out,
+        "\n[[models]]\nname = {}\nrouter = {}\n# Uncertain requests go to the expert serving the most traffic.\nfallback = {}\nexperts = [{}]\n\n[models.categories]\n\"*\" = [{}]",
+        q(model_name),
+        q(router),
+        fallback,
+        list.join(", "),
+        list.join(", ")
+    );
     for (c, &j) in p.categories.iter().zip(&fit.chosen.choice) {
         let chosen = &c.candidates[j];
         let mut rest: Vec<&Candidate> =
@@ -441,7 +451,7 @@ mod tests {
         ];
         // Budget 0.001 buys "big" for math (0.25 * 0.004) but not for chat.
         let fit = solve(problem(cats), 0.001).unwrap();
-        let text = policy_toml("triage-fit", &fit, "test");
+        let text = policy_toml("triage-fit", "default", &fit, "test");
         let v: toml::Value = toml::from_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         let m = &v["models"][0];
         assert_eq!(m["name"].as_str(), Some("triage-fit"));
