@@ -12,3 +12,4 @@ pub mod local;
 pub mod routing;
 pub mod server;
 pub mod state;
+pub mod telemetry;

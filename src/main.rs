@@ -5,6 +5,7 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use triage::cli::{Cli, Command};
+use triage::telemetry::{self, Telemetry, TelemetryConfig};
 use triage::{config, server, state::AppState};
 
 /// `RUST_LOG` overrides; the default shows the gateway's own decisions, not every crate's.
@@ -35,8 +36,11 @@ fn serve(path: Option<std::path::PathBuf>, listen: Option<std::net::SocketAddr>)
         config.server.listen = addr;
     }
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(async {
-        let state = Arc::new(AppState::new(&config)?);
+    // Before the state: the components it builds record into these metrics.
+    let telemetry = runtime.block_on(async { Telemetry::start(&TelemetryConfig::from_env()?) }).context("telemetry")?;
+    telemetry::set_global(&telemetry);
+    let served = runtime.block_on(async {
+        let state = Arc::new(AppState::with_telemetry(&config, telemetry.clone())?);
         let listener = tokio::net::TcpListener::bind(config.server.listen)
             .await
             .with_context(|| format!("binding {}", config.server.listen))?;
@@ -48,6 +52,9 @@ fn serve(path: Option<std::path::PathBuf>, listen: Option<std::net::SocketAddr>)
             "Triage is serving."
         );
         server::run(listener, state, server::shutdown_signal(), config.server.shutdown_grace).await?;
-        Ok(())
-    })
+        Ok::<_, anyhow::Error>(())
+    });
+    // Exports what the last requests recorded; bounded by the export timeout.
+    telemetry.shutdown();
+    served
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -16,6 +16,7 @@ use serde_json::json;
 
 use crate::dispatch::{self, HEADER_REQUEST_ID};
 use crate::state::AppState;
+use crate::telemetry::prometheus;
 use error::ApiError;
 
 /// The whole HTTP API; tests call it with `oneshot`, `server` binds it to a socket.
@@ -27,6 +28,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/models", get(models))
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::RouteNotFound })
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
@@ -61,9 +63,13 @@ async fn chat_completions(
     with_request_id(result)
 }
 
-async fn embeddings(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
+async fn embeddings(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let result = match body_or_error(body, state.max_body_bytes) {
-        Ok(body) => dispatch::embeddings(&state, &body).await,
+        Ok(body) => dispatch::embeddings(&state, &headers, &body).await,
         Err(e) => Err(e),
     };
     with_request_id(result)
@@ -91,5 +97,15 @@ async fn ready(State(state): State<Arc<AppState>>) -> (StatusCode, Json<serde_js
         (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "draining"})))
     } else {
         (StatusCode::OK, Json(json!({"status": "ready"})))
+    }
+}
+
+/// Prometheus scrape endpoint; 404 when telemetry is off (`OTEL_SDK_DISABLED=true`).
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    match state.telemetry.render_prometheus() {
+        Some(text) => {
+            ([(header::CONTENT_TYPE, HeaderValue::from_static(prometheus::CONTENT_TYPE))], text).into_response()
+        }
+        None => ApiError::RouteNotFound.into_response(),
     }
 }

@@ -5,7 +5,7 @@ pub mod request;
 pub mod sse;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -18,14 +18,14 @@ use crate::experts::breaker::Admission;
 use crate::experts::{CallOptions, Expert, ExpertError, Reply};
 use crate::routing::{Decision, RouteError, Snapshot};
 use crate::state::AppState;
+use crate::telemetry::spans::TraceHeaders;
+use crate::telemetry::{Attempt, Operation, RequestTelemetry};
 use request::ChatRequest;
 
 pub const HEADER_REQUEST_ID: &str = "x-triage-request-id";
 pub const HEADER_EXPERT: &str = "x-triage-expert";
 pub const HEADER_CATEGORY: &str = "x-triage-category";
 pub const HEADER_CONFIDENCE: &str = "x-triage-confidence";
-/// W3C trace context is forwarded to remote experts so their spans join the client's trace.
-const TRACE_HEADERS: [&str; 2] = ["traceparent", "tracestate"];
 
 impl From<RouteError> for ApiError {
     fn from(e: RouteError) -> Self {
@@ -37,19 +37,28 @@ impl From<RouteError> for ApiError {
 
 /// Handles `POST /v1/chat/completions` after the body has been read.
 pub async fn chat(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Response, ApiError> {
+    let mut tel = state.telemetry.request(Operation::Chat, headers);
+    let result = chat_traced(state, &mut tel, body).await;
+    tel.finish(&result);
+    result
+}
+
+async fn chat_traced(state: &AppState, tel: &mut RequestTelemetry, body: &[u8]) -> Result<Response, ApiError> {
     let mut req = ChatRequest::parse(body)?;
+    tel.streaming(req.stream);
+    tel.prompt(req.body.get("messages"));
     let snapshot = state.snapshot.load_full();
+    let routing = Instant::now();
     let decision = snapshot.route(&req.model)?;
+    tel.routed(&decision, routing, None);
     let strip_usage = req.stream && !req.include_usage;
     if strip_usage {
         // Usage is what the ledger and the metrics count; ask for it and hide it again.
         req.request_usage();
     }
-    let trace = trace_headers(headers);
     let opts = CallOptions { stream: req.stream };
-    let (expert, reply) = attempt_all(&snapshot, &state.resilience, &decision, |e| {
+    let (expert, reply, attempt) = attempt_all(&snapshot, &state.resilience, &decision, tel, |e, trace| {
         let body = &req.body;
-        let trace = &trace;
         async move {
             if !e.config.supports(Capability::Chat) {
                 return Err(ExpertError::Unavailable {
@@ -57,17 +66,19 @@ pub async fn chat(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<
                     detail: "does not declare chat".into(),
                 });
             }
-            e.chat(body, opts, trace).await
+            e.chat(body, opts, &trace).await
         }
     })
     .await?;
     let mut resp = match reply {
-        Reply::Json { body, .. } => {
+        Reply::Json { body, usage } => {
+            tel.answered(attempt.succeeded(Some(&body), usage));
             (StatusCode::OK, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body)
                 .into_response()
         }
         Reply::Stream { events } => {
-            let relay = sse::Relay::new(events, strip_usage, |_| {});
+            let done = tel.streamed(attempt);
+            let relay = sse::Relay::new(events, strip_usage, move |outcome| done.finish(&outcome));
             let mut r = Response::new(Body::from_stream(relay));
             let h = r.headers_mut();
             h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
@@ -80,7 +91,14 @@ pub async fn chat(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<
 }
 
 /// Handles `POST /v1/embeddings`: only experts that declare embeddings take it.
-pub async fn embeddings(state: &AppState, body: &[u8]) -> Result<Response, ApiError> {
+pub async fn embeddings(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Response, ApiError> {
+    let mut tel = state.telemetry.request(Operation::Embeddings, headers);
+    let result = embeddings_traced(state, &mut tel, body).await;
+    tel.finish(&result);
+    result
+}
+
+async fn embeddings_traced(state: &AppState, tel: &mut RequestTelemetry, body: &[u8]) -> Result<Response, ApiError> {
     let req = request::EmbeddingsRequest::parse(body)?;
     let snapshot = state.snapshot.load_full();
     let Some(expert) = snapshot.expert(&req.model) else {
@@ -96,11 +114,13 @@ pub async fn embeddings(state: &AppState, body: &[u8]) -> Result<Response, ApiEr
         confidence: None,
         reasons: vec![],
     };
-    let (expert, body) = attempt_all(&snapshot, &state.resilience, &decision, |e| {
+    tel.routed(&decision, Instant::now(), None);
+    let (expert, body, attempt) = attempt_all(&snapshot, &state.resilience, &decision, tel, |e, _trace| {
         let body = &req.body;
         async move { e.embeddings(body).await }
     })
     .await?;
+    tel.answered(attempt.succeeded(Some(&body), crate::experts::remote::parse_usage(&body).ok().flatten()));
     let mut resp =
         (StatusCode::OK, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response();
     decorate(resp.headers_mut(), &expert, &decision);
@@ -114,10 +134,11 @@ async fn attempt_all<T, F, Fut>(
     snapshot: &Snapshot,
     resilience: &Resilience,
     decision: &Decision,
+    tel: &RequestTelemetry,
     mut call: F,
-) -> Result<(Arc<Expert>, T), ApiError>
+) -> Result<(Arc<Expert>, T, Attempt), ApiError>
 where
-    F: FnMut(Arc<Expert>) -> Fut,
+    F: FnMut(Arc<Expert>, TraceHeaders) -> Fut,
     Fut: std::future::Future<Output = Result<T, ExpertError>>,
 {
     let candidates: Vec<Arc<Expert>> = decision.experts.iter().filter_map(|n| snapshot.expert(n).cloned()).collect();
@@ -132,6 +153,7 @@ where
         let i = pick % candidates.len();
         let expert = &candidates[i];
         if expert.breaker.admit() == Admission::Open {
+            tel.fallback(expert.name(), "breaker_open");
             continue;
         }
         if tried[i] > 0 {
@@ -140,19 +162,23 @@ where
         }
         tried[i] += 1;
         attempts += 1;
-        match call(expert.clone()).await {
+        let attempt = tel.attempt(expert, attempts);
+        match call(expert.clone(), attempt.trace_headers().to_vec()).await {
             Ok(out) => {
                 expert.breaker.record_success();
-                return Ok((expert.clone(), out));
+                return Ok((expert.clone(), out, attempt));
             }
             Err(e) if e.retryable() => {
                 tracing::warn!(error = %e, expert = %expert.name(), attempt = attempts, "Expert call failed; trying the next.");
                 expert.breaker.record_failure();
+                attempt.failed(&e);
+                tel.fallback(expert.name(), e.kind());
                 last_error = Some(e);
             }
             Err(e) => {
                 // The backend is healthy; it judged the request itself.
                 expert.breaker.record_success();
+                attempt.failed(&e);
                 return Err(ApiError::Upstream(e));
             }
         }
@@ -169,13 +195,6 @@ fn backoff(r: &Resilience, previous_tries: u32) -> Duration {
     let exp = r.backoff_base.saturating_mul(1u32 << previous_tries.min(16)).min(r.backoff_max);
     let ms = exp.as_millis() as u64;
     Duration::from_millis(rand::rng().random_range(0..=ms))
-}
-
-fn trace_headers(headers: &HeaderMap) -> Vec<(http::HeaderName, HeaderValue)> {
-    TRACE_HEADERS
-        .iter()
-        .filter_map(|&name| headers.get(name).map(|v| (http::HeaderName::from_static(name), v.clone())))
-        .collect()
 }
 
 fn decorate(h: &mut HeaderMap, expert: &Expert, decision: &Decision) {
