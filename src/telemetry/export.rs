@@ -102,7 +102,7 @@ enum Msg {
 
 /// Batching settings, from the `OTEL_BSP_*` variables.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct BatchConfig {
+pub struct BatchConfig {
     pub max_queue: usize,
     pub max_batch: usize,
     pub delay: Duration,

@@ -50,10 +50,14 @@ pub(crate) struct Def {
     pub help: &'static str,
     pub kind: Kind,
     pub bounds: &'static [f64],
+    /// Label sets (Prometheus names, sorted like the SDK sorts attributes) of the zero series shown before the first
+    /// measurement; none means one unlabelled series. Dashboards that filter on a label
+    /// (`{triage_outcome="good"}`) need it present to show 0.
+    pub zero: &'static [&'static [(&'static str, &'static str)]],
 }
 
 const fn def(name: &'static str, unit: &'static str, kind: Kind, bounds: &'static [f64], help: &'static str) -> Def {
-    Def { name, unit, help, kind, bounds }
+    Def { name, unit, help, kind, bounds, zero: &[] }
 }
 
 use Kind::{Counter as C, Gauge as G, Histogram as H};
@@ -99,14 +103,24 @@ pub(crate) const LOAD_DURATION: Def =
     def("triage.local.load.duration", "s", H, LOAD_BUCKETS, "Time to load a local expert's weights.");
 pub(crate) const LEDGER_BACKLOG: Def =
     def("triage.ledger.backlog", "{record}", G, &[], "Ledger records waiting to be written.");
-pub(crate) const POLICY_RELOADS: Def =
-    def("triage.policy.reloads", "{reload}", C, &[], "Policy reloads, by outcome (ok or error).");
-pub(crate) const FEEDBACK: Def =
-    def("triage.feedback", "{feedback}", C, &[], "Answers judged by users or evals, by outcome (good or bad).");
+pub(crate) const POLICY_RELOADS: Def = Def {
+    zero: &[&[("triage_outcome", "ok")], &[("triage_outcome", "error")]],
+    ..def("triage.policy.reloads", "{reload}", C, &[], "Policy reloads, by outcome (ok or error).")
+};
+pub(crate) const FEEDBACK: Def = Def {
+    zero: &[&[("triage_outcome", "good")], &[("triage_outcome", "bad")]],
+    ..def("triage.feedback", "{feedback}", C, &[], "Answers judged by users or evals, by outcome (good or bad).")
+};
 pub(crate) const ACCURACY: Def =
     def("triage.accuracy", "1", G, &[], "Accuracy of an expert on a category from the latest evaluation.");
-pub(crate) const DROPPED: Def =
-    def("triage.telemetry.dropped", "{item}", C, &[], "Spans or metric exports lost (queue full, export failed).");
+pub(crate) const DROPPED: Def = Def {
+    zero: &[
+        &[("triage_reason", "queue_full"), ("triage_signal", "traces")],
+        &[("triage_reason", "export_failed"), ("triage_signal", "traces")],
+        &[("triage_reason", "export_failed"), ("triage_signal", "metrics")],
+    ],
+    ..def("triage.telemetry.dropped", "{item}", C, &[], "Spans or metric exports lost (queue full, export failed).")
+};
 
 /// Every instrument, in the order `/metrics` shows them.
 pub(crate) const DEFS: &[&Def] = &[

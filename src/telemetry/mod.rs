@@ -31,7 +31,8 @@ use opentelemetry_sdk::Resource;
 pub use metrics::Metrics;
 pub use spans::{Attempt, Operation, RequestTelemetry, StreamTelemetry};
 
-use export::{BatchConfig, CountingMetricExporter, ExportRuntime, LateMetrics, QueueingSpanProcessor};
+pub use export::BatchConfig;
+use export::{CountingMetricExporter, ExportRuntime, LateMetrics, QueueingSpanProcessor};
 use metrics::Instruments;
 
 /// The service name when neither `OTEL_SERVICE_NAME` nor `OTEL_RESOURCE_ATTRIBUTES` sets
@@ -79,7 +80,7 @@ pub struct TelemetryConfig {
     /// Record prompts and completions on spans.
     pub capture_content: bool,
     pub export_timeout: Duration,
-    pub(crate) batch: BatchConfig,
+    pub batch: BatchConfig,
     /// `None`: the SDK reads `OTEL_METRIC_EXPORT_INTERVAL` (default 60 s).
     pub metric_interval: Option<Duration>,
 }

@@ -51,6 +51,10 @@ fn write_labels<'a>(out: &mut String, attrs: impl Iterator<Item = &'a KeyValue>,
         out.push(if first { '{' } else { ',' });
         first = false;
     };
+    // The SDK keeps the attribute order of the first measurement; sorting makes a series'
+    // label order stable, as Prometheus client libraries do.
+    let mut attrs: Vec<&KeyValue> = attrs.collect();
+    attrs.sort_by(|a, b| a.key.as_str().cmp(b.key.as_str()));
     for kv in attrs {
         open(out);
         let value = match &kv.value {
@@ -162,21 +166,33 @@ fn write_metric<T: Num>(out: &mut String, m: &Metric, data: &MetricData<T>) -> b
     true
 }
 
-/// A declared instrument without data yet, as one unlabelled zero series.
+/// A declared instrument without data yet, as zero series (see [`Def::zero`]).
 fn write_zero(out: &mut String, d: &Def) {
     let n = name(d.name, d.unit, d.kind);
-    match d.kind {
-        Kind::Counter | Kind::Gauge => {
-            header(out, &n, d.help, if d.kind == Kind::Counter { "counter" } else { "gauge" });
-            let _ = writeln!(out, "{n} 0");
-        }
-        Kind::Histogram => {
-            header(out, &n, d.help, "histogram");
-            for b in d.bounds {
-                let _ = writeln!(out, "{n}_bucket{{le=\"{}\"}} 0", float(*b));
+    let kind = match d.kind {
+        Kind::Counter => "counter",
+        Kind::Gauge => "gauge",
+        Kind::Histogram => "histogram",
+    };
+    header(out, &n, d.help, kind);
+    let unlabelled: &[&[(&str, &str)]] = &[&[]];
+    for labels in if d.zero.is_empty() { unlabelled } else { d.zero } {
+        let with = |extra: Option<(&str, &str)>| {
+            let all: Vec<String> = labels.iter().chain(extra.iter()).map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+            if all.is_empty() {
+                String::new()
+            } else {
+                format!("{{{}}}", all.join(","))
             }
-            let _ = writeln!(out, "{n}_bucket{{le=\"+Inf\"}} 0\n{n}_sum 0\n{n}_count 0");
+        };
+        if d.kind != Kind::Histogram {
+            let _ = writeln!(out, "{n}{} 0", with(None));
+            continue;
         }
+        for b in d.bounds.iter().map(|b| float(*b)).chain(std::iter::once("+Inf".to_string())) {
+            let _ = writeln!(out, "{n}_bucket{} 0", with(Some(("le", &b))));
+        }
+        let _ = writeln!(out, "{n}_sum{} 0\n{n}_count{} 0", with(None), with(None));
     }
 }
 

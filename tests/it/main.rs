@@ -11,3 +11,4 @@ mod mock;
 mod proxy;
 mod sdk;
 mod support;
+mod telemetry;
