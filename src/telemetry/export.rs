@@ -115,12 +115,6 @@ pub(crate) struct QueueingSpanProcessor {
     worker: Mutex<Option<JoinHandle<()>>>,
 }
 
-impl std::fmt::Debug for Metrics {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Metrics").field("enabled", &self.is_enabled()).finish()
-    }
-}
-
 impl QueueingSpanProcessor {
     pub(crate) fn start<E: SpanExporter + 'static>(
         exporter: E,

@@ -242,6 +242,12 @@ impl Instruments {
 #[derive(Clone, Default)]
 pub struct Metrics(pub(crate) Option<Arc<Instruments>>);
 
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").field("enabled", &self.is_enabled()).finish()
+    }
+}
+
 fn category(c: Option<&str>) -> KeyValue {
     KeyValue::new(TRIAGE_CATEGORY, c.unwrap_or(NO_CATEGORY).to_string())
 }

@@ -11,7 +11,7 @@ use std::time::{Instant, SystemTime};
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry::propagation::TextMapPropagator;
-use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer};
+use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt, Tracer};
 use opentelemetry::{Array, Context, KeyValue, StringValue, Value};
 use opentelemetry_http::{HeaderExtractor, HeaderInjector};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -200,13 +200,13 @@ impl RequestTelemetry {
         if let Some(v) = policy_version {
             attrs.push(KeyValue::new(TRIAGE_POLICY_VERSION, v.to_string()));
         }
-        let span = tracer
+        let mut span = tracer
             .span_builder("route")
             .with_kind(SpanKind::Internal)
             .with_start_time(now.checked_sub(started.elapsed()).unwrap_or(now))
             .with_attributes(attrs)
             .start_with_context(tracer, &r.cx);
-        opentelemetry::trace::Span::end_with_timestamp(&mut { span }, now);
+        span.end_with_timestamp(now);
         let server = r.cx.span();
         server.set_attribute(KeyValue::new(GEN_AI_REQUEST_MODEL, d.model.clone()));
         server.set_attribute(category_kv(&d.category));
