@@ -233,3 +233,59 @@ mod tests {
         assert_eq!(name("triage.accuracy", "1", Kind::Gauge), "triage_accuracy");
     }
 }
+
+#[cfg(test)]
+mod recording_tests {
+    use std::time::Duration;
+
+    use crate::telemetry::Telemetry;
+
+    fn line<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+        text.lines().find(|l| l.starts_with(prefix))
+    }
+
+    #[test]
+    fn the_component_api_shows_up_on_metrics_and_a_move_zeroes_the_old_tier() {
+        let t = Telemetry::local();
+        let m = t.metrics();
+        let before = t.render_prometheus().unwrap_or_default();
+        assert!(before.contains("\ntriage_local_swaps_total 0\n"), "zero series before any swap:\n{before}");
+        assert!(before.contains("triage_local_swap_duration_seconds_bucket{le=\"+Inf\"} 0"), "{before}");
+        m.tier_residency("qwen", "cpu");
+        m.swap("qwen", "cpu", "gpu", Duration::from_millis(1500));
+        m.classifier_latency(Duration::from_micros(800));
+        m.ledger_backlog(7);
+        m.policy_reload(false);
+        m.feedback(Some("code"), "qwen", true);
+        let text = t.render_prometheus().unwrap_or_default();
+        let residency = "triage_local_tier_residency{triage_expert=\"qwen\",";
+        assert_eq!(line(&text, &format!("{residency}triage_tier=\"gpu\"}}")).map(|l| l.ends_with(" 1")), Some(true));
+        assert_eq!(line(&text, &format!("{residency}triage_tier=\"cpu\"}}")).map(|l| l.ends_with(" 0")), Some(true));
+        assert!(
+            text.contains(
+                "triage_local_swaps_total{triage_expert=\"qwen\",triage_tier_from=\"cpu\",triage_tier_to=\"gpu\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("triage_local_swap_duration_seconds_bucket{triage_expert=\"qwen\",le=\"2.5\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("triage_classifier_duration_seconds_bucket{le=\"0.001\"} 1"), "{text}");
+        assert!(text.contains("\ntriage_ledger_backlog 7\n"), "{text}");
+        assert!(text.contains("triage_policy_reloads_total{triage_outcome=\"error\"} 1"), "{text}");
+        assert!(
+            text.contains(
+                "triage_feedback_total{triage_category=\"code\",triage_expert=\"qwen\",triage_outcome=\"good\"} 1"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn disabled_telemetry_renders_nothing_and_records_nothing() {
+        let t = Telemetry::default();
+        t.metrics().ledger_backlog(3);
+        assert!(t.render_prometheus().is_none());
+    }
+}
