@@ -37,7 +37,7 @@ fn serve(path: Option<std::path::PathBuf>, listen: Option<std::net::SocketAddr>)
     }
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     // Before the state: the components it builds record into these metrics.
-    let telemetry = runtime.block_on(async { Telemetry::start(&TelemetryConfig::from_env()?) }).context("telemetry")?;
+    let telemetry = TelemetryConfig::from_env().and_then(|c| Telemetry::start(&c)).context("telemetry")?;
     telemetry::set_global(&telemetry);
     let served = runtime.block_on(async {
         let state = Arc::new(AppState::with_telemetry(&config, telemetry.clone())?);
