@@ -4,15 +4,14 @@
 //!   slow collector never takes a worker thread from the requests, and the SDK's export
 //!   threads (which poll futures outside Tokio) still get a reactor for reqwest.
 //! - [`QueueingSpanProcessor`]: a bounded queue in front of the span exporter. Ending a
-//!   span is one `try_send`; a full queue drops the span and counts it in
+//!   span is one push under a short lock; a full queue drops the span and counts it in
 //!   `triage.telemetry.dropped`, which the SDK's own batch processor only logs.
 //! - [`CountingMetricExporter`]: counts metric exports the collector did not take.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use opentelemetry::Context;
@@ -94,8 +93,7 @@ impl HttpClient for ExportClient {
     }
 }
 
-enum Msg {
-    Span(Box<SpanData>),
+enum Control {
     Flush(SyncSender<()>),
     Shutdown(SyncSender<()>),
 }
@@ -108,9 +106,15 @@ pub struct BatchConfig {
     pub delay: Duration,
 }
 
+/// Ended spans wait in a plain locked `Vec` and the export thread sleeps until a batch is
+/// full or the delay passed. A channel would wake that thread for every span, and those
+/// wake-ups competed with the request threads for the CPU (measured: bench/telemetry).
 #[derive(Debug)]
 pub(crate) struct QueueingSpanProcessor {
-    tx: SyncSender<Msg>,
+    queue: Arc<Mutex<Vec<SpanData>>>,
+    cfg: BatchConfig,
+    control: SyncSender<Control>,
+    thread: std::thread::Thread,
     metrics: Metrics,
     worker: Mutex<Option<JoinHandle<()>>>,
 }
@@ -121,18 +125,20 @@ impl QueueingSpanProcessor {
         cfg: BatchConfig,
         metrics: Metrics,
     ) -> Result<Self, TelemetryError> {
-        let (tx, rx) = mpsc::sync_channel(cfg.max_queue);
-        let m = metrics.clone();
+        let queue = Arc::new(Mutex::new(Vec::with_capacity(cfg.max_batch)));
+        let (control, rx) = mpsc::sync_channel(1);
+        let (m, q) = (metrics.clone(), queue.clone());
         let worker = std::thread::Builder::new()
             .name("triage-otlp-spans".into())
-            .spawn(move || export_loop(rx, exporter, cfg, m))
+            .spawn(move || export_loop(&q, &rx, exporter, cfg, &m))
             .map_err(TelemetryError::Runtime)?;
-        Ok(Self { tx, metrics, worker: Mutex::new(Some(worker)) })
+        Ok(Self { queue, cfg, control, thread: worker.thread().clone(), metrics, worker: Mutex::new(Some(worker)) })
     }
 
-    fn call(&self, msg: impl FnOnce(SyncSender<()>) -> Msg) -> OTelSdkResult {
+    fn call(&self, msg: impl FnOnce(SyncSender<()>) -> Control) -> OTelSdkResult {
         let (ack, done) = mpsc::sync_channel(1);
-        self.tx.send(msg(ack)).map_err(|_| OTelSdkError::AlreadyShutdown)?;
+        self.control.send(msg(ack)).map_err(|_| OTelSdkError::AlreadyShutdown)?;
+        self.thread.unpark();
         done.recv_timeout(FLUSH_WAIT).map_err(|_| OTelSdkError::Timeout(FLUSH_WAIT))
     }
 }
@@ -144,19 +150,32 @@ impl SpanProcessor for QueueingSpanProcessor {
         if !span.span_context.is_sampled() {
             return;
         }
-        match self.tx.try_send(Msg::Span(Box::new(span))) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => self.metrics.dropped("traces", Drop::QueueFull, 1),
-            Err(TrySendError::Disconnected(_)) => self.metrics.dropped("traces", Drop::ExportFailed, 1),
+        let full_batch = match self.queue.lock() {
+            Ok(mut q) if q.len() < self.cfg.max_queue => {
+                q.push(span);
+                q.len() == self.cfg.max_batch
+            }
+            Ok(_) => {
+                self.metrics.dropped("traces", Drop::QueueFull, 1);
+                false
+            }
+            // Only a panic while holding the lock poisons it; the span is lost, and counted.
+            Err(_) => {
+                self.metrics.dropped("traces", Drop::ExportFailed, 1);
+                false
+            }
+        };
+        if full_batch {
+            self.thread.unpark();
         }
     }
 
     fn force_flush(&self) -> OTelSdkResult {
-        self.call(Msg::Flush)
+        self.call(Control::Flush)
     }
 
     fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
-        let result = self.call(Msg::Shutdown);
+        let result = self.call(Control::Shutdown);
         if let Some(worker) = self.worker.lock().ok().and_then(|mut w| w.take()) {
             if result.is_ok() {
                 let _ = worker.join();
@@ -166,58 +185,53 @@ impl SpanProcessor for QueueingSpanProcessor {
     }
 }
 
-fn export_loop<E: SpanExporter>(rx: Receiver<Msg>, exporter: E, cfg: BatchConfig, metrics: Metrics) {
-    let failing = AtomicBool::new(false);
-    let mut batch: Vec<SpanData> = Vec::with_capacity(cfg.max_batch);
-    let export = |batch: &mut Vec<SpanData>| {
-        if batch.is_empty() {
-            return;
-        }
-        let n = batch.len() as u64;
-        match futures::executor::block_on(exporter.export(std::mem::take(batch))) {
-            Ok(()) => {
-                if failing.swap(false, Ordering::Relaxed) {
-                    tracing::info!("Span export works again.");
+fn export_loop<E: SpanExporter>(
+    queue: &Mutex<Vec<SpanData>>,
+    control: &Receiver<Control>,
+    exporter: E,
+    cfg: BatchConfig,
+    metrics: &Metrics,
+) {
+    let mut failing = false;
+    let mut export = |mut spans: Vec<SpanData>| {
+        while !spans.is_empty() {
+            let rest = spans.split_off(spans.len().min(cfg.max_batch));
+            let n = spans.len() as u64;
+            match futures::executor::block_on(exporter.export(spans)) {
+                Ok(()) => {
+                    if std::mem::take(&mut failing) {
+                        tracing::info!("Span export works again.");
+                    }
+                }
+                Err(e) => {
+                    metrics.dropped("traces", Drop::ExportFailed, n);
+                    // Once per outage, not once per batch: a dead collector must not flood the log.
+                    if !std::mem::replace(&mut failing, true) {
+                        tracing::warn!(error = %e, spans = n, "Span export failed; dropping spans until it works again.");
+                    }
                 }
             }
-            Err(e) => {
-                metrics.dropped("traces", Drop::ExportFailed, n);
-                // Once per outage, not once per batch: a dead collector must not flood the log.
-                if !failing.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(error = %e, spans = n, "Span export failed; dropping spans until it works again.");
-                }
-            }
+            spans = rest;
         }
     };
-    let mut deadline = Instant::now() + cfg.delay;
     loop {
-        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(Msg::Span(span)) => {
-                batch.push(*span);
-                if batch.len() >= cfg.max_batch {
-                    export(&mut batch);
-                    deadline = Instant::now() + cfg.delay;
-                }
-            }
-            Ok(Msg::Flush(ack)) => {
-                // Spans queued before the flush request are ahead of it in the channel.
-                export(&mut batch);
+        // Woken early by a full batch, a flush or a shutdown; spurious wake-ups only export early.
+        std::thread::park_timeout(cfg.delay);
+        // Read the request before draining: spans ended before a flush are in the queue by now.
+        let request = control.try_recv();
+        let spans = queue.lock().map(|mut q| std::mem::take(&mut *q)).unwrap_or_default();
+        export(spans);
+        match request {
+            Ok(Control::Flush(ack)) => {
                 let _ = ack.send(());
             }
-            Ok(Msg::Shutdown(ack)) => {
-                export(&mut batch);
+            Ok(Control::Shutdown(ack)) => {
                 let _ = exporter.shutdown();
                 let _ = ack.send(());
                 return;
             }
-            Err(RecvTimeoutError::Timeout) => {
-                export(&mut batch);
-                deadline = Instant::now() + cfg.delay;
-            }
-            Err(RecvTimeoutError::Disconnected) => {
-                export(&mut batch);
-                return;
-            }
+            Err(TryRecvError::Empty) => {}
+            Err(TryRecvError::Disconnected) => return,
         }
     }
 }

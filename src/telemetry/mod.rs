@@ -3,7 +3,7 @@
 //!
 //! Configured by the standard `OTEL_*` environment variables ([`TelemetryConfig::from_env`]).
 //! Nothing here is on a request's critical path: recording a metric is an atomic update,
-//! ending a span is a `try_send` into a bounded queue, and exports run on threads of their
+//! ending a span is a push into a bounded queue, and exports run on threads of their
 //! own. A collector that is down costs dropped telemetry, counted in
 //! `triage_telemetry_dropped_total`, never a slower request.
 
