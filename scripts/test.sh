@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test the project has, after installing what they need:
 #   the model weights (scripts/setup.sh), a Python venv with the official openai SDK,
-#   then cargo test (unit + integration, real models), clippy and rustfmt.
+#   Prometheus (Debian's package) for the dashboard test, then cargo test (unit + integration, real models), clippy and rustfmt.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -14,6 +14,14 @@ if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import openai' 2>/dev/nul
   .venv/bin/pip install --quiet --disable-pip-version-check 'openai>=1.40'
 fi
 export TRIAGE_PYTHON="$root/.venv/bin/python"
+
+# The telemetry test scrapes the gateway with a real Prometheus and runs every query of
+# deploy/grafana/dashboards/*.json against it.
+if ! command -v prometheus >/dev/null 2>&1; then
+  echo "test: installing prometheus"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings

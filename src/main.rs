@@ -8,6 +8,7 @@ use tracing_subscriber::EnvFilter;
 
 use triage::cli::{Cli, Command, PolicyCommand};
 use triage::reload::{self, ReloadSource, SharedRouterFactory};
+use triage::telemetry::{self, Telemetry, TelemetryConfig};
 use triage::{config, server, state::AppState};
 
 /// `RUST_LOG` overrides; the default shows the gateway's own decisions, not every crate's.
@@ -51,10 +52,15 @@ fn serve(paths: Vec<PathBuf>, listen: Option<SocketAddr>, watch: bool) -> anyhow
     let routers: SharedRouterFactory = triage::routing::classifiers::factory(config::models_dir());
     let source = (!paths.is_empty()).then(|| ReloadSource { paths: paths.clone(), routers: routers.clone() });
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(async {
+    // Before the state: the components it builds record into these metrics.
+    let telemetry = TelemetryConfig::from_env().and_then(|c| Telemetry::start(&c)).context("telemetry")?;
+    telemetry::set_global(&telemetry);
+    let served = runtime.block_on(async {
         // Loading local models and routers takes seconds of CPU: keep it off the async workers.
         let factory = routers.clone();
-        let state = tokio::task::spawn_blocking(move || AppState::new(config, &*factory, source)).await??;
+        let tel = telemetry.clone();
+        let state =
+            tokio::task::spawn_blocking(move || AppState::with_telemetry(config, &*factory, source, tel)).await??;
         let state = Arc::new(state);
         let listener =
             tokio::net::TcpListener::bind(server_cfg.listen).await.with_context(|| format!("binding {}", server_cfg.listen))?;
@@ -67,8 +73,11 @@ fn serve(paths: Vec<PathBuf>, listen: Option<SocketAddr>, watch: bool) -> anyhow
             ledger.close().await.context("flushing the ledger")?;
             tracing::info!("Ledger flushed.");
         }
-        Ok(())
-    })
+        Ok::<_, anyhow::Error>(())
+    });
+    // Exports what the last requests recorded; bounded by the export timeout.
+    telemetry.shutdown();
+    served
 }
 
 /// SIGHUP reloads the config, as operators expect of a daemon.

@@ -7,6 +7,7 @@ use arc_swap::ArcSwap;
 use crate::config::Config;
 use crate::reload::{PolicyStatus, ReloadSource};
 use crate::routing::{BuildError, RouterFactory, Snapshot};
+use crate::telemetry::Telemetry;
 
 pub struct AppState {
     /// The live experts and virtual models; swapped whole on reload.
@@ -17,6 +18,9 @@ pub struct AppState {
     pub ledger: Option<crate::ledger::Ledger>,
     /// Records carry the prompt text only when the operator asked for it.
     pub store_prompts: bool,
+    /// Spans and metrics; `Telemetry::local()` (metrics for `/metrics` only) unless
+    /// `main` set it up from the `OTEL_*` variables.
+    pub telemetry: Telemetry,
     /// Set on SIGTERM: `/ready` turns 503 so load balancers stop sending traffic.
     draining: AtomicBool,
     pub reload_source: Option<ReloadSource>,
@@ -27,6 +31,15 @@ pub struct AppState {
 impl AppState {
     /// `source`: where to re-read the config on reload (None: it cannot change).
     pub fn new(config: Config, routers: RouterFactory<'_>, source: Option<ReloadSource>) -> Result<Self, BuildError> {
+        Self::with_telemetry(config, routers, source, Telemetry::local())
+    }
+
+    pub fn with_telemetry(
+        config: Config,
+        routers: RouterFactory<'_>,
+        source: Option<ReloadSource>,
+        telemetry: Telemetry,
+    ) -> Result<Self, BuildError> {
         let max_body_bytes = config.server.max_body_bytes;
         let ledger = match &config.ledger {
             Some(cfg) => Some(crate::ledger::Ledger::open(cfg.clone()).map_err(BuildError::Ledger)?),
@@ -35,6 +48,7 @@ impl AppState {
         let store_prompts = config.ledger.as_ref().is_some_and(|l| l.store_prompts);
         let snapshot = Snapshot::build(config, None, routers)?;
         Ok(Self {
+            telemetry,
             policy_status: std::sync::Mutex::new(PolicyStatus::of(&snapshot)),
             snapshot: ArcSwap::from_pointee(snapshot),
             max_body_bytes,

@@ -83,7 +83,10 @@ impl ApiError {
             Self::NoExpertAvailable(_) => "no_expert_available",
             Self::ShuttingDown => "shutting_down",
             Self::RouteNotFound => "route_not_found",
-            _ => "ledger",
+            Self::ContentType => "content_type",
+            Self::UnknownRequest(_) => "request_not_found",
+            Self::LedgerDisabled => "ledger_disabled",
+            Self::Ledger(_) => "ledger",
         }
     }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -17,6 +17,7 @@ use serde_json::json;
 
 use crate::dispatch::{self, HEADER_REQUEST_ID};
 use crate::state::AppState;
+use crate::telemetry::prometheus;
 use error::ApiError;
 
 /// The whole HTTP API; tests call it with `oneshot`, `server` binds it to a socket.
@@ -34,6 +35,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         // --- ledger routes (logic in src/ledger/http.rs) ---
         .route("/v1/feedback", post(feedback))
         .route("/admin/stats", get(admin_stats))
+        .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::RouteNotFound })
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
@@ -70,9 +72,13 @@ async fn chat_completions(
     with_id(dispatch::chat(&state, id, &headers, body_or_error(body, state.max_body_bytes)).await, id)
 }
 
-async fn embeddings(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
+async fn embeddings(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let id = ulid::Ulid::new();
-    with_id(dispatch::embeddings(&state, id, body_or_error(body, state.max_body_bytes)).await, id)
+    with_id(dispatch::embeddings(&state, id, &headers, body_or_error(body, state.max_body_bytes)).await, id)
 }
 
 async fn models(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
@@ -124,4 +130,14 @@ async fn admin_stats(
         Ok(Json(report).into_response())
     };
     with_request_id(result.await)
+}
+
+/// Prometheus scrape endpoint; 404 when telemetry is off (`OTEL_SDK_DISABLED=true`).
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    match state.telemetry.render_prometheus() {
+        Some(text) => {
+            ([(header::CONTENT_TYPE, HeaderValue::from_static(prometheus::CONTENT_TYPE))], text).into_response()
+        }
+        None => ApiError::RouteNotFound.into_response(),
+    }
 }

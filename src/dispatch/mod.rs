@@ -20,14 +20,14 @@ use crate::experts::{CallOptions, Expert, ExpertError, Reply};
 use crate::ledger::Record;
 use crate::routing::{Decision, RouteError, Snapshot};
 use crate::state::AppState;
+use crate::telemetry::spans::TraceHeaders;
+use crate::telemetry::{Attempt, Operation, RequestTelemetry};
 use request::ChatRequest;
 
 pub const HEADER_REQUEST_ID: &str = "x-triage-request-id";
 pub const HEADER_EXPERT: &str = "x-triage-expert";
 pub const HEADER_CATEGORY: &str = "x-triage-category";
 pub const HEADER_CONFIDENCE: &str = "x-triage-confidence";
-/// W3C trace context is forwarded to remote experts so their spans join the client's trace.
-const TRACE_HEADERS: [&str; 2] = ["traceparent", "tracestate"];
 
 impl From<RouteError> for ApiError {
     fn from(e: RouteError) -> Self {
@@ -47,10 +47,12 @@ pub async fn chat(
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let mut rec = Record::with_id(id, "");
+    let mut tel = state.telemetry.request(Operation::Chat, headers);
     let result = match body {
-        Ok(body) => chat_inner(state, headers, &body, &mut rec, started).await,
+        Ok(body) => chat_inner(state, &mut tel, &body, &mut rec, started).await,
         Err(e) => Err(e),
     };
+    tel.finish(&result);
     match &result {
         // A stream's record is completed by the relay when the stream ends.
         Ok((_, true)) => {}
@@ -72,7 +74,7 @@ pub async fn chat(
 /// Returns the response and whether a stream will complete the record itself.
 async fn chat_inner(
     state: &AppState,
-    headers: &HeaderMap,
+    tel: &mut RequestTelemetry,
     body: &[u8],
     rec: &mut Record,
     started: Instant,
@@ -80,6 +82,8 @@ async fn chat_inner(
     let mut req = ChatRequest::parse(body)?;
     rec.model = req.model.clone();
     rec.stream = req.stream;
+    tel.streaming(req.stream);
+    tel.prompt(req.body.get("messages"));
     let messages_json = serde_json::to_vec(req.messages()).unwrap_or_default();
     rec.prompt_hash = crate::ledger::prompt_hash(&messages_json);
     if state.store_prompts {
@@ -88,7 +92,9 @@ async fn chat_inner(
     let snapshot = state.snapshot.load_full();
     rec.policy_version = snapshot.version().to_string();
     let request_hash = u64::from_str_radix(rec.prompt_hash.get(..16).unwrap_or("0"), 16).unwrap_or(0);
+    let routing = Instant::now();
     let decision = snapshot.route(&req.model, || crate::routing::prompt_text(req.messages()), request_hash).await?;
+    tel.routed(&decision, routing, Some(snapshot.version()));
     if snapshot.virtual_models().iter().any(|m| m.name == req.model) {
         rec.policy = req.model.clone();
     }
@@ -100,11 +106,9 @@ async fn chat_inner(
         // Usage is what the ledger and the metrics count; ask for it and hide it again.
         req.request_usage();
     }
-    let trace = trace_headers(headers);
     let opts = CallOptions { stream: req.stream };
-    let attempt = attempt_all(&snapshot, &decision, &mut rec.tried, |e| {
+    let attempt = attempt_all(&snapshot, &decision, &mut rec.tried, tel, |e, trace| {
         let body = &req.body;
-        let trace = &trace;
         async move {
             if !e.config.supports(Capability::Chat) {
                 return Err(ExpertError::Unavailable {
@@ -112,11 +116,11 @@ async fn chat_inner(
                     detail: "does not declare chat".into(),
                 });
             }
-            e.chat(body, opts, trace).await
+            e.chat(body, opts, &trace).await
         }
     })
     .await;
-    let (expert, reply) = attempt?;
+    let (expert, reply, attempt) = attempt?;
     rec.expert = Some(expert.name().to_string());
     rec.active_params = expert.active_params();
     let price = expert.config.price.clone();
@@ -126,6 +130,7 @@ async fn chat_inner(
             if let Some(u) = usage {
                 set_usage(rec, u, &price);
             }
+            tel.answered(attempt.succeeded(Some(&body), usage));
             let resp = (StatusCode::OK, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body)
                 .into_response();
             (resp, false)
@@ -133,7 +138,9 @@ async fn chat_inner(
         Reply::Stream { events } => {
             let mut stream_rec = rec.clone();
             let ledger = state.ledger.clone();
+            let done = tel.streamed(attempt);
             let relay = sse::Relay::new(events, strip_usage, move |outcome| {
+                done.finish(&outcome);
                 stream_rec.ttft_ms = outcome.first_event_at.map(|t| ms(t.duration_since(started)));
                 stream_rec.latency_ms = ms(started.elapsed());
                 if let Some(u) = outcome.usage {
@@ -198,13 +205,20 @@ fn submit_detached(ledger: &crate::ledger::Ledger, rec: Record) {
 }
 
 /// Handles `POST /v1/embeddings`: only experts that declare embeddings take it.
-pub async fn embeddings(state: &AppState, id: Ulid, body: Result<Bytes, ApiError>) -> Result<Response, ApiError> {
+pub async fn embeddings(
+    state: &AppState,
+    id: Ulid,
+    headers: &HeaderMap,
+    body: Result<Bytes, ApiError>,
+) -> Result<Response, ApiError> {
     let started = Instant::now();
     let mut rec = Record::with_id(id, "");
+    let mut tel = state.telemetry.request(Operation::Embeddings, headers);
     let result = match body {
-        Ok(body) => embeddings_inner(state, &body, &mut rec).await,
+        Ok(body) => embeddings_inner(state, &mut tel, &body, &mut rec).await,
         Err(e) => Err(e),
     };
+    tel.finish(&result);
     rec.latency_ms = ms(started.elapsed());
     match &result {
         Ok(resp) => rec.status = resp.status().as_u16(),
@@ -217,7 +231,12 @@ pub async fn embeddings(state: &AppState, id: Ulid, body: Result<Bytes, ApiError
     result
 }
 
-async fn embeddings_inner(state: &AppState, body: &[u8], rec: &mut Record) -> Result<Response, ApiError> {
+async fn embeddings_inner(
+    state: &AppState,
+    tel: &mut RequestTelemetry,
+    body: &[u8],
+    rec: &mut Record,
+) -> Result<Response, ApiError> {
     let req = request::EmbeddingsRequest::parse(body)?;
     rec.model = req.model.clone();
     let snapshot = state.snapshot.load_full();
@@ -227,13 +246,21 @@ async fn embeddings_inner(state: &AppState, body: &[u8], rec: &mut Record) -> Re
     if !expert.config.supports(Capability::Embeddings) {
         return Err(ApiError::Unsupported { model: req.model, what: "embeddings" });
     }
+    let routing = Instant::now();
     let decision = snapshot.route(&req.model, String::new, 0).await?;
+    tel.routed(&decision, routing, Some(snapshot.version()));
     rec.policy_version = snapshot.version().to_string();
-    let (expert, body) = attempt_all(&snapshot, &decision, &mut rec.tried, |e| {
+    let (expert, body, attempt) = attempt_all(&snapshot, &decision, &mut rec.tried, tel, |e, _trace| {
         let body = &req.body;
         async move { e.embeddings(body).await }
     })
     .await?;
+    rec.expert = Some(expert.name().to_string());
+    let usage = crate::experts::remote::parse_usage(&body).ok().flatten();
+    if let Some(u) = usage {
+        set_usage(rec, u, &expert.config.price);
+    }
+    tel.answered(attempt.succeeded(Some(&body), usage));
     let mut resp =
         (StatusCode::OK, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response();
     decorate(resp.headers_mut(), &expert, &decision);
@@ -247,10 +274,11 @@ async fn attempt_all<T, F, Fut>(
     snapshot: &Snapshot,
     decision: &Decision,
     tried: &mut Vec<String>,
+    tel: &RequestTelemetry,
     mut call: F,
-) -> Result<(Arc<Expert>, T), ApiError>
+) -> Result<(Arc<Expert>, T, Attempt), ApiError>
 where
-    F: FnMut(Arc<Expert>) -> Fut,
+    F: FnMut(Arc<Expert>, TraceHeaders) -> Fut,
     Fut: std::future::Future<Output = Result<T, ExpertError>>,
 {
     let resilience = snapshot.resilience();
@@ -266,6 +294,7 @@ where
         let i = pick % candidates.len();
         let expert = &candidates[i];
         if expert.breaker.admit() == Admission::Open {
+            tel.fallback(expert.name(), "breaker_open");
             continue;
         }
         if tries[i] > 0 {
@@ -274,20 +303,24 @@ where
         }
         tries[i] += 1;
         attempts += 1;
-        match call(expert.clone()).await {
+        let attempt = tel.attempt(expert, attempts);
+        match call(expert.clone(), attempt.trace_headers().to_vec()).await {
             Ok(out) => {
                 expert.breaker.record_success();
-                return Ok((expert.clone(), out));
+                return Ok((expert.clone(), out, attempt));
             }
             Err(e) if e.retryable() => {
                 tracing::warn!(error = %e, expert = %expert.name(), attempt = attempts, "Expert call failed; trying the next.");
                 expert.breaker.record_failure();
                 tried.push(expert.name().to_string());
+                attempt.failed(&e);
+                tel.fallback(expert.name(), e.kind());
                 last_error = Some(e);
             }
             Err(e) => {
                 // The backend is healthy; it judged the request itself.
                 expert.breaker.record_success();
+                attempt.failed(&e);
                 return Err(ApiError::Upstream(e));
             }
         }
@@ -304,13 +337,6 @@ fn backoff(r: &Resilience, previous_tries: u32) -> Duration {
     let exp = r.backoff_base.saturating_mul(1u32 << previous_tries.min(16)).min(r.backoff_max);
     let ms = exp.as_millis() as u64;
     Duration::from_millis(rand::rng().random_range(0..=ms))
-}
-
-fn trace_headers(headers: &HeaderMap) -> Vec<(http::HeaderName, HeaderValue)> {
-    TRACE_HEADERS
-        .iter()
-        .filter_map(|&name| headers.get(name).map(|v| (http::HeaderName::from_static(name), v.clone())))
-        .collect()
 }
 
 fn decorate(h: &mut HeaderMap, expert: &Expert, decision: &Decision) {

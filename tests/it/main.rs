@@ -14,3 +14,4 @@ mod proxy;
 mod reload;
 mod sdk;
 mod support;
+mod telemetry;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::oneshot;
+use triage::telemetry::Telemetry;
 use triage::{config, server, state::AppState};
 
 pub struct Gateway {
@@ -21,9 +22,14 @@ impl Gateway {
     }
 
     pub async fn start_with_grace(config_text: &str, grace: Duration) -> Gateway {
+        Self::start_with_telemetry(config_text, grace, Telemetry::local()).await
+    }
+
+    pub async fn start_with_telemetry(config_text: &str, grace: Duration, telemetry: Telemetry) -> Gateway {
         let config = config::load_str(config_text, "test.toml").unwrap_or_else(|e| panic!("config: {e}"));
         let state = Arc::new(
-            AppState::new(config, &triage::routing::no_routers, None).unwrap_or_else(|e| panic!("state: {e}")),
+            AppState::with_telemetry(config, &triage::routing::no_routers, None, telemetry)
+                .unwrap_or_else(|e| panic!("state: {e}")),
         );
         Self::serve(state, grace).await
     }
