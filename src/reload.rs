@@ -100,11 +100,13 @@ pub async fn reload(state: &AppState, trigger: &str) -> Result<Reloaded, String>
                 ..PolicyStatus::of(&snapshot)
             };
             state.snapshot.store(Arc::new(snapshot));
+            state.telemetry.metrics().policy_reload(true);
             tracing::info!(trigger, version = %version, previous = %previous.version(), "Config reloaded.");
             Ok(Reloaded { version, changed: true })
         }
         Err(e) => {
             status.failed_reloads += 1;
+            state.telemetry.metrics().policy_reload(false);
             status.last_error = Some(e.clone());
             status.last_error_at = Some(now_secs());
             tracing::error!(trigger, error = %e, version = %previous.version(), "Config reload rejected; the previous version keeps serving.");

@@ -95,6 +95,7 @@ async fn chat_inner(
     let routing = Instant::now();
     let decision = snapshot.route(&req.model, || crate::routing::prompt_text(req.messages()), request_hash).await?;
     tel.routed(&decision, routing, Some(snapshot.version()));
+    record_routing_metrics(state, &decision);
     if snapshot.virtual_models().iter().any(|m| m.name == req.model) {
         rec.policy = req.model.clone();
     }
@@ -178,6 +179,19 @@ fn set_usage(rec: &mut Record, u: crate::experts::Usage, price: &crate::config::
     rec.output_tokens = u.completion_tokens;
     rec.cost_usd =
         crate::ledger::cost_usd(u.prompt_tokens, u.completion_tokens, price.input_per_mtok, price.output_per_mtok);
+}
+
+fn record_routing_metrics(state: &AppState, d: &Decision) {
+    let m = state.telemetry.metrics();
+    if let Some(us) = d.classify_micros {
+        m.classifier_latency(Duration::from_micros(us));
+    }
+    if d.fallback {
+        m.uncertainty_fallback(d.category.as_deref(), d.experts.first().map_or("", String::as_str));
+    }
+    if let Some(l) = &state.ledger {
+        m.ledger_backlog(l.backlog());
+    }
 }
 
 /// Hands a record to the ledger: immediately when the channel has room, else waits for
