@@ -142,3 +142,31 @@ async fn concurrent_requests_do_not_change_each_others_decisions() {
         assert!((pa - pb).abs() < 1e-5, "{}: {pa} vs {pb}", prompts[i]);
     }
 }
+
+/// The shipped eval set runs against the real local experts and becomes accuracy
+/// evidence in the ledger (a slice of it, to keep CI short: each answer is a real
+/// generation).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_eval_set_scores_the_local_experts() {
+    use triage::ledger::eval::{self, ExpertFacts, Target};
+    use triage::ledger::{GroupBy, Ledger, LedgerConfig, Origin, ReportQuery};
+    let set = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("evals/local-smoke.jsonl");
+    let items = eval::load_set(&set).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(LedgerConfig::new(dir.path().join("db"))).unwrap();
+    let target = Target::Http { base_url: url(""), client: client(), api_key: None };
+    let facts = ExpertFacts { input_per_mtok: 0.0, output_per_mtok: 0.0, active_params: Some(134_515_008) };
+    // The first item asks for the capital of France, which SmolLM2 (f16) gets right.
+    let mut scores = Vec::new();
+    for item in items.iter().take(3) {
+        scores.push(eval::run_one(&target, &ledger, item, "smollm2-135m", &facts).await.unwrap());
+    }
+    assert!(scores.iter().all(Option::is_some), "every answer was scored: {scores:?}");
+    assert!(scores[0] == Some(1.0), "SmolLM2 knows the capital of France: {scores:?}");
+    ledger.flush().await.unwrap();
+    let q = ReportQuery { since_ms: None, by: vec![GroupBy::Category, GroupBy::Expert], origin: Some(Origin::Eval) };
+    let r = ledger.report(&q).unwrap();
+    let g = r.groups.iter().find(|g| g.key == ["general", "smollm2-135m"]).unwrap_or_else(|| panic!("{r:?}"));
+    assert_eq!(g.accuracy.unwrap().n, 3);
+    ledger.close().await.unwrap();
+}
