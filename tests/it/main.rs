@@ -7,6 +7,7 @@
     reason = "a failing test should stop at the first broken expectation"
 )]
 
+mod auth;
 mod ledger;
 mod mock;
 mod proxy;
