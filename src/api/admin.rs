@@ -77,8 +77,10 @@ fn keys_of(state: &AppState) -> Result<&crate::auth::KeyStore, ApiError> {
 /// `POST /admin/keys`: creates a key; the response is the only place its secret appears.
 pub async fn create_key(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
     let result = body_or_error(body, state.max_body_bytes).and_then(|body| {
-        let spec: crate::auth::KeySpec = serde_json::from_slice(&body)
-            .map_err(|e| ApiError::InvalidRequest { message: format!("Invalid key specification: {e}."), param: None })?;
+        let spec: crate::auth::KeySpec = serde_json::from_slice(&body).map_err(|e| ApiError::InvalidRequest {
+            message: format!("Invalid key specification: {e}."),
+            param: None,
+        })?;
         let (secret, info) = keys_of(&state)?.create(spec)?;
         tracing::info!(key = %info.spec.name, tenant = %info.tenant(), "API key created.");
         Ok((StatusCode::CREATED, Json(json!({"object": "api_key", "secret": secret.expose(), "key": info})))

@@ -37,7 +37,9 @@ pub enum ApiError {
     LedgerDisabled,
     #[error("The request ledger failed: {0}")]
     Ledger(String),
-    #[error("You didn't provide an API key. Send it in the Authorization header: `Authorization: Bearer sk-triage-...`.")]
+    #[error(
+        "You didn't provide an API key. Send it in the Authorization header: `Authorization: Bearer sk-triage-...`."
+    )]
     MissingApiKey,
     #[error("Incorrect API key provided.")]
     InvalidApiKey,
@@ -82,7 +84,9 @@ pub enum RateLimitKind {
     Requests,
     Tokens,
     /// One request's estimated tokens exceed the whole per-minute limit.
-    RequestTooLarge { requested: u64 },
+    RequestTooLarge {
+        requested: u64,
+    },
 }
 
 fn rate_limit_message(kind: &RateLimitKind, limit: u64) -> String {

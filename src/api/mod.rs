@@ -9,11 +9,11 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::middleware::Next;
-use axum::Extension;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::Extension;
 use axum::{Json, Router};
 use serde_json::json;
 
@@ -119,7 +119,10 @@ async fn embeddings(
 }
 
 /// Lists what the caller may use: a key restricted to some models sees only those.
-async fn models(State(state): State<Arc<AppState>>, principal: Option<Extension<Principal>>) -> Json<serde_json::Value> {
+async fn models(
+    State(state): State<Arc<AppState>>,
+    principal: Option<Extension<Principal>>,
+) -> Json<serde_json::Value> {
     let snap = state.snapshot.load();
     let allowed = |name: &str| principal.as_ref().is_none_or(|Extension(p)| p.key.allows_model(name));
     let experts = snap

@@ -63,7 +63,9 @@ pub fn run(args: KeysArgs) -> anyhow::Result<()> {
         Some(db) => db,
         None => match crate::config::load_paths(&args.config)?.auth {
             AuthMode::On(s) => s.keys_db,
-            AuthMode::Off { reason } => anyhow::bail!("authentication is off in this config ({reason}): no keys database"),
+            AuthMode::Off { reason } => {
+                anyhow::bail!("authentication is off in this config ({reason}): no keys database")
+            }
         },
     };
     let store = KeyStore::open(&db)?;

@@ -204,7 +204,6 @@ impl KeyStore {
 
 #[cfg(test)]
 mod tests {
-    #![expect(clippy::unwrap_used, reason = "tests")]
     use super::*;
 
     #[test]
@@ -220,7 +219,10 @@ mod tests {
             assert_eq!(k.as_ref(), hash_secret(secret.expose()).as_bytes());
             assert!(!String::from_utf8_lossy(&v).contains(secret.expose()));
         }
-        assert!(matches!(store.create(KeySpec { name: "a".into(), ..KeySpec::default() }), Err(KeyError::Duplicate(_))));
+        assert!(matches!(
+            store.create(KeySpec { name: "a".into(), ..KeySpec::default() }),
+            Err(KeyError::Duplicate(_))
+        ));
         assert!(store.revoke("a").unwrap().is_revoked());
         assert!(matches!(store.revoke("b"), Err(KeyError::NotFound(_))));
     }

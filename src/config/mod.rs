@@ -112,7 +112,9 @@ pub struct ServerConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub enum AuthMode {
     /// Every request is served without a key; `reason` says which config made it so.
-    Off { reason: &'static str },
+    Off {
+        reason: &'static str,
+    },
     On(AuthSettings),
 }
 

@@ -107,7 +107,6 @@ fn admit(
 }
 
 /// Returns the response and whether a stream will complete the record itself.
-#[expect(clippy::too_many_arguments, reason = "the request's parts and its out-params; a struct would only rename them")]
 async fn chat_inner(
     state: &AppState,
     headers: &HeaderMap,
@@ -294,10 +293,15 @@ async fn embeddings_inner(
     })
     .await?;
     // Embeddings cost and count against TPM like chat: read the usage the provider reported.
-    let usage = serde_json::from_slice::<serde_json::Value>(&body).ok().and_then(|v| v["usage"]["prompt_tokens"].as_u64());
+    let usage =
+        serde_json::from_slice::<serde_json::Value>(&body).ok().and_then(|v| v["usage"]["prompt_tokens"].as_u64());
     if let Some(tokens) = usage {
         let price = &expert.config.price;
-        set_usage(rec, crate::experts::Usage { prompt_tokens: tokens, completion_tokens: 0, total_tokens: tokens }, price);
+        set_usage(
+            rec,
+            crate::experts::Usage { prompt_tokens: tokens, completion_tokens: 0, total_tokens: tokens },
+            price,
+        );
     }
     let mut resp =
         (StatusCode::OK, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response();

@@ -150,7 +150,12 @@ impl ChatRequest {
                             "integer_above_max_value",
                         ))
                     }
-                    None => return Err(invalid(format!("Invalid '{param}': expected a non-negative integer, got {n}."), param)),
+                    None => {
+                        return Err(invalid(
+                            format!("Invalid '{param}': expected a non-negative integer, got {n}."),
+                            param,
+                        ))
+                    }
                 },
                 Some(v) => {
                     return Err(invalid(

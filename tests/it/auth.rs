@@ -83,7 +83,8 @@ async fn keys_cli_create_list_revoke_round_trip_and_the_gateway_honours_it() {
     let out = run_keys(&db, &["revoke", "bob"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let json = String::from_utf8(run_keys(&db, &["list", "--json"]).stdout).unwrap();
-    let bob_line: Value = json.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).find(|v| v["name"] == "bob").unwrap();
+    let bob_line: Value =
+        json.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).find(|v| v["name"] == "bob").unwrap();
     assert!(bob_line["revoked_ms"].is_u64(), "{json}");
 
     let mock = Mock::start("a", Behavior::Ok).await;
@@ -139,11 +140,13 @@ async fn every_route_but_the_probes_needs_a_key_and_admin_routes_the_admin_key()
     let (_, v) = error_of(client().get(gw.url("/admin/keys")).bearer_auth(&key).send().await.unwrap(), 401).await;
     assert_eq!(v["error"]["code"], "invalid_api_key");
     error_of(post_key(&gw, Some(ADMIN_KEY), "/v1/chat/completions", &chat("triage")).await, 401).await;
-    let list: Value = client().get(gw.url("/admin/keys")).bearer_auth(ADMIN_KEY).send().await.unwrap().json().await.unwrap();
+    let list: Value =
+        client().get(gw.url("/admin/keys")).bearer_auth(ADMIN_KEY).send().await.unwrap().json().await.unwrap();
     assert_eq!(list["data"][0]["name"], "c");
     assert!(!list.to_string().contains(&key[10..]), "secrets are never listed: {list}");
     // /v1/models shows only what the key may use.
-    let models: Value = client().get(gw.url("/v1/models")).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
+    let models: Value =
+        client().get(gw.url("/v1/models")).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
     let ids: Vec<&str> = models["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["triage"]);
     // 403 for a model the key may not use, before any expert is called.
@@ -165,7 +168,10 @@ async fn an_exhausted_budget_gives_insufficient_quota_while_another_tenant_still
     let narrow = create_key(&gw, json!({"name": "narrow", "models": ["a"]})).await;
     assert_eq!(post_key(&gw, Some(&broke), "/v1/chat/completions", &chat("triage")).await.status(), 200);
     let (h, v) = error_of(post_key(&gw, Some(&broke), "/v1/chat/completions", &chat("triage")).await, 429).await;
-    assert_eq!((v["error"]["type"].as_str(), v["error"]["code"].as_str()), (Some("insufficient_quota"), Some("insufficient_quota")));
+    assert_eq!(
+        (v["error"]["type"].as_str(), v["error"]["code"].as_str()),
+        (Some("insufficient_quota"), Some("insufficient_quota"))
+    );
     let retry: u64 = h["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=86_400).contains(&retry), "until the next UTC midnight: {retry}");
     // Streams and embeddings are refused alike.
@@ -177,14 +183,17 @@ async fn an_exhausted_budget_gives_insufficient_quota_while_another_tenant_still
     let base = gw.url("/v1");
     let script = format!("{}/tests/python/auth_check.py", env!("CARGO_MANIFEST_DIR"));
     let py = crate::sdk::python();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(&py).args([&script, &base, &rich, &narrow, &broke]).output()
-    })
-    .await
-    .unwrap()
-    .unwrap_or_else(|e| panic!("cannot run {}: {e}; run scripts/test.sh", crate::sdk::python()));
+    let out =
+        tokio::task::spawn_blocking(move || Command::new(&py).args([&script, &base, &rich, &narrow, &broke]).output())
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}; run scripts/test.sh", crate::sdk::python()));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "auth_check.py failed\nstdout:\n{stdout}\nstderr:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "auth_check.py failed\nstdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("auth checks passed"), "{stdout}");
 }
 
@@ -221,7 +230,10 @@ async fn rpm_and_tpm_limits_trip_with_retry_after() {
         assert_eq!(post_key(&gw, Some(&key), "/v1/chat/completions", &chat("triage")).await.status(), 200);
     }
     let (h, v) = error_of(post_key(&gw, Some(&key), "/v1/chat/completions", &chat("triage")).await, 429).await;
-    assert_eq!((v["error"]["type"].as_str(), v["error"]["code"].as_str()), (Some("requests"), Some("rate_limit_exceeded")));
+    assert_eq!(
+        (v["error"]["type"].as_str(), v["error"]["code"].as_str()),
+        (Some("requests"), Some("rate_limit_exceeded"))
+    );
     let retry: u64 = h["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=30).contains(&retry), "one request frees up every 30 s: {retry}");
     // Every endpoint counts against RPM.
@@ -246,19 +258,27 @@ async fn limits_on_messages_max_tokens_prompt_and_headers_give_clear_errors() {
     let limits = "[limits]\nmax_messages = 3\nmax_tokens = 100\nmax_prompt_chars = 50\nmax_header_bytes = 2048\n";
     let gw = Gateway::start(&config(&mock, limits)).await;
     let msgs: Vec<Value> = (0..4).map(|_| json!({"role": "user", "content": "x"})).collect();
-    let (_, v) = error_of(post_key(&gw, None, "/v1/chat/completions", &json!({"model": "triage", "messages": msgs})).await, 400).await;
+    let (_, v) =
+        error_of(post_key(&gw, None, "/v1/chat/completions", &json!({"model": "triage", "messages": msgs})).await, 400)
+            .await;
     assert_eq!(v["error"]["param"], "messages");
     assert!(v["error"]["message"].as_str().unwrap().contains("maximum length 3"), "{v}");
     let body = json!({"model": "triage", "max_tokens": 101, "messages": [{"role": "user", "content": "x"}]});
     let (_, v) = error_of(post_key(&gw, None, "/v1/chat/completions", &body).await, 400).await;
-    assert_eq!((v["error"]["param"].as_str(), v["error"]["code"].as_str()), (Some("max_tokens"), Some("integer_above_max_value")));
+    assert_eq!(
+        (v["error"]["param"].as_str(), v["error"]["code"].as_str()),
+        (Some("max_tokens"), Some("integer_above_max_value"))
+    );
     assert!(v["error"]["message"].as_str().unwrap().contains("100"), "{v}");
-    let body = json!({"model": "triage", "max_completion_tokens": 5000, "messages": [{"role": "user", "content": "x"}]});
+    let body =
+        json!({"model": "triage", "max_completion_tokens": 5000, "messages": [{"role": "user", "content": "x"}]});
     error_of(post_key(&gw, None, "/v1/chat/completions", &body).await, 400).await;
     let long = json!({"model": "triage", "messages": [{"role": "user", "content": "y".repeat(51)}]});
     let (_, v) = error_of(post_key(&gw, None, "/v1/chat/completions", &long).await, 400).await;
     assert_eq!(v["error"]["code"], "context_length_exceeded");
-    let (_, v) = error_of(post_key(&gw, None, "/v1/embeddings", &json!({"model": "a", "input": ["z".repeat(51)]})).await, 400).await;
+    let (_, v) =
+        error_of(post_key(&gw, None, "/v1/embeddings", &json!({"model": "a", "input": ["z".repeat(51)]})).await, 400)
+            .await;
     assert_eq!(v["error"]["param"], "input");
     // Headers over the limit: an OpenAI-shaped 431 ...
     let resp = client().get(gw.url("/v1/models")).header("x-filler", "f".repeat(3000)).send().await.unwrap();
