@@ -8,6 +8,7 @@
 )]
 
 mod auth;
+mod fuzz;
 mod ledger;
 mod mock;
 mod proxy;
