@@ -42,6 +42,8 @@ pub enum Command {
         #[command(subcommand)]
         cmd: crate::classifier::cli::RouterCommand,
     },
+    /// Virtual API keys (offline: the gateway must be stopped; see /admin/keys otherwise).
+    Keys(crate::auth::cli::KeysArgs),
     // --- ledger (src/ledger/cli.rs) ---
     /// The request ledger: export, compaction.
     Ledger {

@@ -3,6 +3,7 @@
 //! See ARCHITECTURE.md for the codemap and the invariants.
 
 pub mod api;
+pub mod auth;
 pub mod classifier;
 pub mod cli;
 pub mod config;

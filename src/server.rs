@@ -1,14 +1,30 @@
 //! Binds the API to a socket and drains it on shutdown.
+//!
+//! The accept loop is hyper's own (not `axum::serve`) for the knobs hostile clients need:
+//! a cap on open connections (a semaphore taken before `accept`, so excess clients wait in
+//! the kernel's backlog), a header read timeout that drops slowloris clients, and a bound
+//! on the header buffer.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
 
 use crate::api;
 use crate::state::AppState;
+
+/// hyper's read buffer must hold the whole header block; twice the configured header limit
+/// lets the API answer an oversized (but not absurd) block with an OpenAI-shaped 431, and
+/// hyper itself cuts off anything beyond. hyper refuses buffers under 8 KiB.
+const HEADER_BUFFER_FACTOR: usize = 2;
+const MIN_HYPER_BUFFER: usize = 8 * 1024;
+/// After a failed `accept` (out of file descriptors, usually), pause instead of spinning.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Serves until `shutdown` resolves, then stops accepting, marks the gateway not-ready,
 /// and lets in-flight requests and streams finish for up to `grace`.
@@ -18,36 +34,69 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) -> std::io::Result<()> {
-    // axum::serve leaves Nagle on; small SSE events would then wait for ACKs.
-    let listener = listener.tap_io(|tcp| {
+    let limits = state.limits.clone();
+    let app = api::app(state.clone());
+    let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size((limits.max_header_bytes * HEADER_BUFFER_FACTOR).max(MIN_HYPER_BUFFER))
+        .keep_alive(true);
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            p = connections.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Accepting a connection failed.");
+                    tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Small SSE events would otherwise wait for ACKs (Nagle).
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "Could not set TCP_NODELAY.");
         }
-    });
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, api::app(state.clone()))
-        .with_graceful_shutdown(async move {
-            let _ = stop_rx.await;
-        })
-        .into_future();
-    tokio::pin!(server);
-    tokio::select! {
-        result = &mut server => return result,
-        () = shutdown => {}
+        let service = TowerToHyperService::new(app.clone());
+        let conn = http.serve_connection(TokioIo::new(tcp), service);
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = async { stop.wait_for(|s| *s).await.map(|_| ()) } => {
+                    // Finish the request in flight (a stream included), then close.
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, peer = %peer, "Connection ended with an error.");
+            }
+            drop(permit);
+        });
     }
+    drop(listener);
     tracing::info!(grace_ms = grace.as_millis() as u64, "Shutting down: draining in-flight requests.");
     state.start_draining();
-    let _ = stop_tx.send(());
-    match tokio::time::timeout(grace, server).await {
-        Ok(result) => {
-            tracing::info!("All requests finished; bye.");
-            result
-        }
-        Err(_) => {
-            tracing::warn!("Shutdown grace period over; closing the remaining connections.");
-            Ok(())
-        }
+    let _ = stop_tx.send(true);
+    // Every connection holds a permit: all permits back means all connections closed.
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    match tokio::time::timeout(grace, connections.acquire_many(all)).await {
+        Ok(_) => tracing::info!("All requests finished; bye."),
+        Err(_) => tracing::warn!("Shutdown grace period over; closing the remaining connections."),
     }
+    Ok(())
 }
 
 /// Resolves on SIGTERM or SIGINT (Ctrl-C).

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwap;
 
-use crate::config::Config;
+use crate::config::{AuthMode, Config};
 use crate::reload::{PolicyStatus, ReloadSource};
 use crate::routing::{BuildError, RouterFactory, Snapshot};
 use crate::telemetry::Telemetry;
@@ -21,6 +21,10 @@ pub struct AppState {
     /// Spans and metrics; `Telemetry::local()` (metrics for `/metrics` only) unless
     /// `main` set it up from the `OTEL_*` variables.
     pub telemetry: Telemetry,
+    /// Virtual API keys; None when authentication is off (by explicit config only).
+    pub auth: Option<std::sync::Arc<crate::auth::Auth>>,
+    /// Fixed at start, like the body limit.
+    pub limits: crate::config::Limits,
     /// Set on SIGTERM: `/ready` turns 503 so load balancers stop sending traffic.
     draining: AtomicBool,
     pub reload_source: Option<ReloadSource>,
@@ -46,6 +50,24 @@ impl AppState {
             None => None,
         };
         let store_prompts = config.ledger.as_ref().is_some_and(|l| l.store_prompts);
+        let auth = match &config.auth {
+            AuthMode::Off { reason } => {
+                tracing::warn!(
+                    reason,
+                    "authentication is OFF: every client may call every model and admin route. Add an [auth] section to require API keys."
+                );
+                None
+            }
+            AuthMode::On(settings) => {
+                let auth = crate::auth::Auth::open(settings, ledger.as_ref()).map_err(BuildError::Keys)?;
+                if settings.admin_key.is_none() {
+                    tracing::warn!("No [auth] admin_key_env: /admin/* routes refuse every request.");
+                }
+                tracing::info!(keys_db = %settings.keys_db.display(), "Authentication is on: every route but /health and /ready needs an API key.");
+                Some(std::sync::Arc::new(auth))
+            }
+        };
+        let limits = config.limits.clone();
         let snapshot = Snapshot::build(config, None, routers)?;
         Ok(Self {
             telemetry,
@@ -54,6 +76,8 @@ impl AppState {
             max_body_bytes,
             ledger,
             store_prompts,
+            auth,
+            limits,
             draining: AtomicBool::new(false),
             reload_source: source,
             reload_lock: tokio::sync::Mutex::new(()),

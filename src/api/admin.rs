@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -64,5 +64,44 @@ pub async fn route(State(state): State<Arc<AppState>>, body: Result<Bytes, Bytes
         Ok::<_, ApiError>(Json(decision).into_response())
     }
     .await;
+    with_request_id(result)
+}
+
+fn keys_of(state: &AppState) -> Result<&crate::auth::KeyStore, ApiError> {
+    state.auth.as_ref().map(|a| &a.store).ok_or_else(|| ApiError::InvalidRequest {
+        message: "Authentication is off on this gateway: there are no API keys to manage.".into(),
+        param: None,
+    })
+}
+
+/// `POST /admin/keys`: creates a key; the response is the only place its secret appears.
+pub async fn create_key(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
+    let result = body_or_error(body, state.max_body_bytes).and_then(|body| {
+        let spec: crate::auth::KeySpec = serde_json::from_slice(&body).map_err(|e| ApiError::InvalidRequest {
+            message: format!("Invalid key specification: {e}."),
+            param: None,
+        })?;
+        let (secret, info) = keys_of(&state)?.create(spec)?;
+        tracing::info!(key = %info.spec.name, tenant = %info.tenant(), "API key created.");
+        Ok((StatusCode::CREATED, Json(json!({"object": "api_key", "secret": secret.expose(), "key": info})))
+            .into_response())
+    });
+    with_request_id(result)
+}
+
+/// `GET /admin/keys`: every key without secrets.
+pub async fn list_keys(State(state): State<Arc<AppState>>) -> Response {
+    let result = keys_of(&state)
+        .and_then(|k| Ok(k.list()?))
+        .map(|keys| Json(json!({"object": "list", "data": keys})).into_response());
+    with_request_id(result)
+}
+
+/// `DELETE /admin/keys/{name}`: revokes a key at once (the next request with it gets 401).
+pub async fn revoke_key(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Response {
+    let result = keys_of(&state).and_then(|k| Ok(k.revoke(&name)?)).map(|info| {
+        tracing::info!(key = %info.spec.name, "API key revoked.");
+        Json(json!({"object": "api_key", "key": info})).into_response()
+    });
     with_request_id(result)
 }

@@ -37,6 +37,79 @@ pub enum ApiError {
     LedgerDisabled,
     #[error("The request ledger failed: {0}")]
     Ledger(String),
+    #[error(
+        "You didn't provide an API key. Send it in the Authorization header: `Authorization: Bearer sk-triage-...`."
+    )]
+    MissingApiKey,
+    #[error("Incorrect API key provided.")]
+    InvalidApiKey,
+    #[error("This API key has been revoked.")]
+    RevokedApiKey,
+    #[error("This route needs the gateway's admin key.")]
+    AdminKeyRequired,
+    #[error("This API key is not allowed to use the model `{0}`.")]
+    ModelNotAllowed(String),
+    #[error("You exceeded this key's {period} budget of {limit:.4} (spent {spent:.4}).")]
+    QuotaExceeded { period: QuotaPeriod, limit: f64, spent: f64, retry_after_secs: u64 },
+    #[error("{}", rate_limit_message(kind, *limit))]
+    RateLimited { kind: RateLimitKind, limit: u64, retry_after_secs: u64 },
+    /// A configured `[limits]` bound; the message names the parameter, the limit and the value.
+    #[error("{message}")]
+    LimitExceeded { message: String, param: Option<String>, code: &'static str },
+    #[error("Request headers are {got} bytes, more than the limit of {limit} bytes.")]
+    HeadersTooLarge { limit: usize, got: usize },
+    #[error("No key named `{0}`.")]
+    KeyNotFound(String),
+    #[error("The keys database failed: {0}")]
+    Keys(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotaPeriod {
+    Daily,
+    Monthly,
+}
+
+impl std::fmt::Display for QuotaPeriod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            QuotaPeriod::Daily => "daily",
+            QuotaPeriod::Monthly => "monthly",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateLimitKind {
+    Requests,
+    Tokens,
+    /// One request's estimated tokens exceed the whole per-minute limit.
+    RequestTooLarge {
+        requested: u64,
+    },
+}
+
+fn rate_limit_message(kind: &RateLimitKind, limit: u64) -> String {
+    match kind {
+        RateLimitKind::Requests => format!("Rate limit reached for requests: limit {limit} per minute."),
+        RateLimitKind::Tokens => format!("Rate limit reached for tokens: limit {limit} per minute."),
+        RateLimitKind::RequestTooLarge { requested } => {
+            format!("Request too large: about {requested} tokens requested, the limit is {limit} tokens per minute.")
+        }
+    }
+}
+
+impl From<crate::auth::KeyError> for ApiError {
+    fn from(e: crate::auth::KeyError) -> Self {
+        use crate::auth::KeyError as K;
+        match e {
+            K::NotFound(name) => ApiError::KeyNotFound(name),
+            K::Duplicate(_) | K::BadName(_) | K::BadLimit { .. } => {
+                ApiError::InvalidRequest { message: e.to_string(), param: None }
+            }
+            K::Open { .. } | K::Storage(_) | K::Corrupt(_) => ApiError::Keys(e.to_string()),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -87,16 +160,33 @@ impl ApiError {
             Self::UnknownRequest(_) => "request_not_found",
             Self::LedgerDisabled => "ledger_disabled",
             Self::Ledger(_) => "ledger",
+            Self::MissingApiKey | Self::InvalidApiKey | Self::RevokedApiKey | Self::AdminKeyRequired => "unauthorized",
+            Self::ModelNotAllowed(_) => "model_not_allowed",
+            Self::QuotaExceeded { .. } => "insufficient_quota",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::LimitExceeded { code, .. } => code,
+            Self::HeadersTooLarge { .. } => "headers_too_large",
+            Self::KeyNotFound(_) | Self::Keys(_) => "keys",
         }
     }
 
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::InvalidRequest { .. } | Self::Unsupported { .. } => StatusCode::BAD_REQUEST,
-            Self::ModelNotFound(_) | Self::RouteNotFound | Self::UnknownRequest(_) | Self::LedgerDisabled => {
-                StatusCode::NOT_FOUND
+            Self::InvalidRequest { .. } | Self::Unsupported { .. } | Self::LimitExceeded { .. } => {
+                StatusCode::BAD_REQUEST
             }
-            Self::Ledger(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::ModelNotFound(_)
+            | Self::RouteNotFound
+            | Self::UnknownRequest(_)
+            | Self::LedgerDisabled
+            | Self::KeyNotFound(_) => StatusCode::NOT_FOUND,
+            Self::Ledger(_) | Self::Keys(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::MissingApiKey | Self::InvalidApiKey | Self::RevokedApiKey | Self::AdminKeyRequired => {
+                StatusCode::UNAUTHORIZED
+            }
+            Self::ModelNotAllowed(_) => StatusCode::FORBIDDEN,
+            Self::QuotaExceeded { .. } | Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::ContentType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::NoExpertAvailable(_) | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
@@ -115,6 +205,18 @@ impl ApiError {
             Self::UnknownRequest(_) => ("invalid_request_error", Some("request_not_found")),
             Self::LedgerDisabled => ("invalid_request_error", Some("ledger_disabled")),
             Self::Ledger(_) => ("server_error", Some("ledger_error")),
+            Self::Keys(_) => ("server_error", Some("keys_error")),
+            Self::KeyNotFound(_) => ("invalid_request_error", Some("key_not_found")),
+            Self::MissingApiKey => ("invalid_request_error", Some("missing_api_key")),
+            Self::InvalidApiKey | Self::RevokedApiKey | Self::AdminKeyRequired => {
+                ("invalid_request_error", Some("invalid_api_key"))
+            }
+            Self::ModelNotAllowed(_) => ("permission_error", Some("model_not_allowed")),
+            Self::QuotaExceeded { .. } => ("insufficient_quota", Some("insufficient_quota")),
+            Self::RateLimited { kind: RateLimitKind::Requests, .. } => ("requests", Some("rate_limit_exceeded")),
+            Self::RateLimited { .. } => ("tokens", Some("rate_limit_exceeded")),
+            Self::LimitExceeded { code, .. } => ("invalid_request_error", Some(code)),
+            Self::HeadersTooLarge { .. } => ("invalid_request_error", Some("headers_too_large")),
             Self::BodyTooLarge { .. } => ("invalid_request_error", Some("request_too_large")),
             Self::NoExpertAvailable(_) => ("server_error", Some("no_expert_available")),
             Self::ShuttingDown => ("server_error", Some("shutting_down")),
@@ -136,8 +238,8 @@ impl ApiError {
 
     fn param(&self) -> Option<&str> {
         match self {
-            Self::InvalidRequest { param, .. } => param.as_deref(),
-            Self::ModelNotFound(_) | Self::Unsupported { .. } => Some("model"),
+            Self::InvalidRequest { param, .. } | Self::LimitExceeded { param, .. } => param.as_deref(),
+            Self::ModelNotFound(_) | Self::Unsupported { .. } | Self::ModelNotAllowed(_) => Some("model"),
             Self::UnknownRequest(_) => Some("request_id"),
             _ => None,
         }
@@ -185,6 +287,9 @@ impl IntoResponse for ApiError {
         let retry_after = match &self {
             ApiError::Upstream(ExpertError::Status { retry_after: Some(ra), .. }) => Some(ra.clone()),
             ApiError::Upstream(ExpertError::Overloaded { retry_after_secs, .. }) => {
+                Some(HeaderValue::from(*retry_after_secs))
+            }
+            ApiError::QuotaExceeded { retry_after_secs, .. } | ApiError::RateLimited { retry_after_secs, .. } => {
                 Some(HeaderValue::from(*retry_after_secs))
             }
             _ => None,

@@ -8,13 +8,16 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::Extension;
 use axum::{Json, Router};
 use serde_json::json;
 
+use crate::auth::Principal;
 use crate::dispatch::{self, HEADER_REQUEST_ID};
 use crate::state::AppState;
 use crate::telemetry::prometheus;
@@ -36,9 +39,39 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/feedback", post(feedback))
         .route("/admin/stats", get(admin_stats))
         .route("/metrics", get(metrics))
+        // --- virtual API keys (logic in src/auth/) ---
+        .route("/admin/keys", post(admin::create_key).get(admin::list_keys))
+        .route("/admin/keys/{name}", axum::routing::delete(admin::revoke_key))
         .fallback(|| async { ApiError::RouteNotFound })
         .layer(DefaultBodyLimit::max(limit))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(state.limits.body_read_timeout))
+        // Outermost: header limits and credentials are checked before anything else runs,
+        // on every route including the fallback.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
+}
+
+/// Checks header size and the credential the path needs; a client key travels on to the
+/// handlers as a [`Principal`] extension.
+async fn guard(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
+    match admit(&state, &mut req) {
+        Ok(()) => next.run(req).await,
+        Err(e) => with_request_id(Err(e)),
+    }
+}
+
+fn admit(state: &AppState, req: &mut Request) -> Result<(), ApiError> {
+    // Name, value, ": " and CRLF: the size the client actually sent.
+    let header_bytes: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+    if header_bytes > state.limits.max_header_bytes {
+        return Err(ApiError::HeadersTooLarge { limit: state.limits.max_header_bytes, got: header_bytes });
+    }
+    if let Some(auth) = &state.auth {
+        if let Some(principal) = auth.authenticate(req.uri().path(), req.headers())? {
+            req.extensions_mut().insert(principal);
+        }
+    }
+    Ok(())
 }
 
 /// Reads the body, mapping the size limit to OpenAI's error shape.
@@ -65,31 +98,46 @@ fn with_id(result: Result<Response, ApiError>, id: ulid::Ulid) -> Response {
 
 async fn chat_completions(
     State(state): State<Arc<AppState>>,
+    principal: Option<Extension<Principal>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let id = ulid::Ulid::new();
-    with_id(dispatch::chat(&state, id, &headers, body_or_error(body, state.max_body_bytes)).await, id)
+    let principal = principal.map(|Extension(p)| p);
+    with_id(
+        dispatch::chat(&state, id, &headers, principal.as_ref(), body_or_error(body, state.max_body_bytes)).await,
+        id,
+    )
 }
 
 async fn embeddings(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
+    principal: Option<Extension<Principal>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let id = ulid::Ulid::new();
-    with_id(dispatch::embeddings(&state, id, &headers, body_or_error(body, state.max_body_bytes)).await, id)
+    let principal = principal.map(|Extension(p)| p);
+    let body = body_or_error(body, state.max_body_bytes);
+    with_id(dispatch::embeddings(&state, id, &headers, principal.as_ref(), body).await, id)
 }
 
-async fn models(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
+/// Lists what the caller may use: a key restricted to some models sees only those.
+async fn models(
+    State(state): State<Arc<AppState>>,
+    principal: Option<Extension<Principal>>,
+) -> Json<serde_json::Value> {
     let snap = state.snapshot.load();
+    let allowed = |name: &str| principal.as_ref().is_none_or(|Extension(p)| p.key.allows_model(name));
     let experts = snap
         .experts()
         .iter()
+        .filter(|e| allowed(e.name()))
         .map(|e| json!({"id": e.name(), "object": "model", "created": 0, "owned_by": "triage-expert"}));
     let virtuals = snap
         .virtual_models()
         .iter()
+        .filter(|m| allowed(&m.name))
         .map(|m| json!({"id": m.name, "object": "model", "created": 0, "owned_by": "triage-router"}));
     Json(json!({"object": "list", "data": virtuals.chain(experts).collect::<Vec<_>>()}))
 }

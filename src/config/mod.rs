@@ -52,6 +52,25 @@ pub const MODELS_DIR_ENV: &str = "TRIAGE_MODELS_DIR";
 /// Where trained routers live (`routers/<name>/router.toml`), relative to the working directory.
 pub const DEFAULT_ROUTERS_DIR: &str = "routers";
 pub const ROUTERS_DIR_ENV: &str = "TRIAGE_ROUTERS_DIR";
+/// OpenAI's own limit on `messages`; a longer list is a mistake or an attack on parsing.
+pub const DEFAULT_MAX_MESSAGES: usize = 2_048;
+/// About 256k tokens at ~4 characters a token: above the context window of nearly every
+/// served model, so only runaway or hostile prompts hit it before the expert would.
+pub const DEFAULT_MAX_PROMPT_CHARS: usize = 1_048_576;
+/// The largest output any current model offers; a bigger `max_tokens` is a mistake, and it
+/// would let one request reserve a tenant's whole token budget.
+pub const DEFAULT_MAX_TOKENS: u64 = 131_072;
+/// Fits real clients' headers (a JWT, a few cookies, tracing) with room to spare; nginx
+/// uses 8 KiB buffers for the same reason.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
+/// Half the common default open-files limit (1024), leaving descriptors for upstream
+/// connections, the ledger and model files.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+/// Any real client sends its headers in well under a second; slowloris clients trickle
+/// them to hold connections. 10 s is generous to slow mobile links and short for attackers.
+pub const DEFAULT_HEADER_READ_TIMEOUT_MS: u64 = 10_000;
+/// A 4 MiB body at 1 Mbit/s takes ~35 s; beyond a minute the client is stalling on purpose.
+pub const DEFAULT_BODY_READ_TIMEOUT_MS: u64 = 60_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -73,6 +92,10 @@ pub struct Config {
     pub routers_dir: PathBuf,
     /// The request ledger, when `[ledger]` is set. Read at start only.
     pub ledger: Option<crate::ledger::LedgerConfig>,
+    /// Virtual API keys, or why authentication is off. Read at start only.
+    pub auth: AuthMode,
+    /// Read at start only: the server's accept loop is built once.
+    pub limits: Limits,
     pub server: ServerConfig,
     pub resilience: Resilience,
     pub experts: Vec<ExpertConfig>,
@@ -84,6 +107,48 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     pub max_body_bytes: usize,
     pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum AuthMode {
+    /// Every request is served without a key; `reason` says which config made it so.
+    Off {
+        reason: &'static str,
+    },
+    On(AuthSettings),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthSettings {
+    /// The sled database with the `keys` tree.
+    pub keys_db: PathBuf,
+    /// The key for `/admin/*`; None: admin routes refuse every request.
+    pub admin_key: Option<Secret>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    pub max_messages: usize,
+    pub max_prompt_chars: usize,
+    pub max_tokens: u64,
+    pub max_header_bytes: usize,
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_messages: DEFAULT_MAX_MESSAGES,
+            max_prompt_chars: DEFAULT_MAX_PROMPT_CHARS,
+            max_tokens: DEFAULT_MAX_TOKENS,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            header_read_timeout: Duration::from_millis(DEFAULT_HEADER_READ_TIMEOUT_MS),
+            body_read_timeout: Duration::from_millis(DEFAULT_BODY_READ_TIMEOUT_MS),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -281,6 +346,8 @@ impl Validator<'_> {
         let mut resiliences = Vec::new();
         let mut routings = Vec::new();
         let mut ledgers = Vec::new();
+        let mut auths = Vec::new();
+        let mut limitss = Vec::new();
         let mut raw_experts = Vec::new();
         let mut raw_models = Vec::new();
         for (file, raw) in files {
@@ -288,6 +355,8 @@ impl Validator<'_> {
             resiliences.push((file, raw.resilience));
             routings.push((file, raw.routing));
             ledgers.push((file, raw.ledger));
+            auths.push((file, raw.auth));
+            limitss.push((file, raw.limits));
             raw_experts.extend(raw.experts.into_iter().enumerate().map(|(i, e)| (file, i, e)));
             raw_models.extend(raw.models.into_iter().enumerate().map(|(i, m)| (file, i, m)));
         }
@@ -303,6 +372,10 @@ impl Validator<'_> {
                 .unwrap_or_else(|| DEFAULT_ROUTERS_DIR.to_string()),
         );
 
+        let (auth_file, auth) = single(auths, "auth")?;
+        let auth = self.auth(&auth_file, auth)?;
+        let (limits_file, limits) = single(limitss, "limits")?;
+        let limits = self.limits(&limits_file, limits.unwrap_or_default())?;
         let (ledger_file, ledger) = single(ledgers, "ledger")?;
         let ledger = match ledger {
             None => None,
@@ -347,7 +420,7 @@ impl Validator<'_> {
             models.push(policy::validate(file, &path, m, &experts, &routers_dir)?);
         }
         policy::check_fallback_cycles(&models, &experts)?;
-        Ok(Config { origin, version, server, resilience, experts, models, routers_dir, ledger })
+        Ok(Config { origin, version, server, resilience, experts, models, routers_dir, ledger, auth, limits })
     }
 
     fn server(&self, file: &str, raw: raw::RawServer) -> Result<ServerConfig, ConfigError> {
@@ -363,6 +436,79 @@ impl Validator<'_> {
             listen,
             max_body_bytes,
             shutdown_grace: Duration::from_millis(raw.shutdown_grace_ms.unwrap_or(DEFAULT_SHUTDOWN_GRACE_MS)),
+        })
+    }
+
+    fn auth(&self, file: &str, raw: Option<raw::RawAuth>) -> Result<AuthMode, ConfigError> {
+        let Some(raw) = raw else {
+            return Ok(AuthMode::Off { reason: "the config has no [auth] section" });
+        };
+        if raw.enabled == Some(false) {
+            return Ok(AuthMode::Off { reason: "[auth] enabled = false" });
+        }
+        let Some(keys_db) = raw.keys_db.filter(|p| !p.is_empty()) else {
+            return Err(invalid(file, "auth.keys_db", "is required when authentication is on (e.g. \"data/keys\")"));
+        };
+        let admin_key = match &raw.admin_key_env {
+            None => None,
+            Some(var) => match (self.env)(var) {
+                Some(v) if !v.is_empty() => Some(Secret::new(v)),
+                _ => {
+                    return Err(invalid(
+                        file,
+                        "auth.admin_key_env",
+                        format!("environment variable {var} is not set (it must hold the admin key)"),
+                    ))
+                }
+            },
+        };
+        Ok(AuthMode::On(AuthSettings { keys_db: PathBuf::from(keys_db), admin_key }))
+    }
+
+    fn limits(&self, file: &str, r: raw::RawLimits) -> Result<Limits, ConfigError> {
+        let d = Limits::default();
+        let at_least = |v: Option<u64>, default: u64, min: u64, key: &str| -> Result<u64, ConfigError> {
+            match v.unwrap_or(default) {
+                n if n < min => Err(invalid(file, format!("limits.{key}"), format!("must be at least {min}, got {n}"))),
+                n => Ok(n),
+            }
+        };
+        let as_u64 = |v: Option<usize>| v.map(|n| n as u64);
+        let to_usize = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        Ok(Limits {
+            max_messages: to_usize(at_least(as_u64(r.max_messages), d.max_messages as u64, 1, "max_messages")?),
+            max_prompt_chars: to_usize(at_least(
+                as_u64(r.max_prompt_chars),
+                d.max_prompt_chars as u64,
+                1,
+                "max_prompt_chars",
+            )?),
+            max_tokens: at_least(r.max_tokens, d.max_tokens, 1, "max_tokens")?,
+            // Below 1 KiB even a plain request with an API key would not fit.
+            max_header_bytes: to_usize(at_least(
+                as_u64(r.max_header_bytes),
+                d.max_header_bytes as u64,
+                1024,
+                "max_header_bytes",
+            )?),
+            max_connections: to_usize(at_least(
+                as_u64(r.max_connections),
+                d.max_connections as u64,
+                1,
+                "max_connections",
+            )?),
+            header_read_timeout: Duration::from_millis(at_least(
+                r.header_read_timeout_ms,
+                DEFAULT_HEADER_READ_TIMEOUT_MS,
+                1,
+                "header_read_timeout_ms",
+            )?),
+            body_read_timeout: Duration::from_millis(at_least(
+                r.body_read_timeout_ms,
+                DEFAULT_BODY_READ_TIMEOUT_MS,
+                1,
+                "body_read_timeout_ms",
+            )?),
         })
     }
 

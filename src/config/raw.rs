@@ -18,6 +18,33 @@ pub struct RawConfig {
     pub models: Vec<RawVirtualModel>,
     pub routing: Option<RawRouting>,
     pub ledger: Option<RawLedger>,
+    pub auth: Option<RawAuth>,
+    pub limits: Option<RawLimits>,
+}
+
+/// `[auth]`: virtual API keys. No section means authentication is off (logged loudly).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    /// Defaults to true: writing an `[auth]` section means wanting authentication.
+    pub enabled: Option<bool>,
+    /// The sled database holding the `keys` tree.
+    pub keys_db: Option<String>,
+    /// Name of the environment variable holding the admin key for `/admin/*`.
+    pub admin_key_env: Option<String>,
+}
+
+/// `[limits]`: bounds on what one client can make the gateway hold or do.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub max_messages: Option<usize>,
+    pub max_prompt_chars: Option<usize>,
+    pub max_tokens: Option<u64>,
+    pub max_header_bytes: Option<usize>,
+    pub max_connections: Option<usize>,
+    pub header_read_timeout_ms: Option<u64>,
+    pub body_read_timeout_ms: Option<u64>,
 }
 
 /// `[ledger]`: where every request's record goes (off when absent).

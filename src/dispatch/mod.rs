@@ -14,6 +14,7 @@ use rand::Rng;
 use ulid::Ulid;
 
 use crate::api::error::ApiError;
+use crate::auth::{Charge, Principal};
 use crate::config::{Capability, Resilience};
 use crate::experts::breaker::Admission;
 use crate::experts::{CallOptions, Expert, ExpertError, Reply};
@@ -43,40 +44,78 @@ pub async fn chat(
     state: &AppState,
     id: Ulid,
     headers: &HeaderMap,
+    principal: Option<&Principal>,
     body: Result<Bytes, ApiError>,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
-    let mut rec = Record::with_id(id, "");
+    let mut rec = record_for(id, principal);
+    let mut charge = None;
     let mut tel = state.telemetry.request(Operation::Chat, headers);
     let result = match body {
-        Ok(body) => chat_inner(state, &mut tel, &body, &mut rec, started).await,
+        Ok(body) => chat_inner(state, &mut tel, principal, &body, &mut rec, &mut charge, started).await,
         Err(e) => Err(e),
     };
     tel.finish(&result);
     match &result {
-        // A stream's record is completed by the relay when the stream ends.
+        // A stream's record is completed (and its charge settled) by the relay when it ends.
         Ok((_, true)) => {}
         Ok((resp, false)) => {
             rec.status = resp.status().as_u16();
             rec.latency_ms = ms(started.elapsed());
+            settle(charge.as_ref(), &rec);
             submit(state, rec).await;
         }
         Err(e) => {
             rec.status = e.status().as_u16();
             rec.error = Some(e.label().to_string());
             rec.latency_ms = ms(started.elapsed());
+            settle(charge.as_ref(), &rec);
             submit(state, rec).await;
         }
     }
     result.map(|(resp, _)| resp)
 }
 
+/// A record that names the key and tenant, never the secret.
+fn record_for(id: Ulid, principal: Option<&Principal>) -> Record {
+    let mut rec = Record::with_id(id, "");
+    if let Some(p) = principal {
+        rec.api_key = Some(p.key.spec.name.clone());
+        rec.tenant = Some(p.key.tenant().to_string());
+    }
+    rec
+}
+
+fn settle(charge: Option<&Charge>, rec: &Record) {
+    if let Some(c) = charge {
+        c.settle(rec);
+    }
+}
+
+/// The key may use `model`, and its TPM limit has room for the estimated prompt.
+fn admit(
+    state: &AppState,
+    principal: Option<&Principal>,
+    model: &str,
+    prompt_chars: usize,
+) -> Result<Option<Charge>, ApiError> {
+    let (Some(auth), Some(p)) = (&state.auth, principal) else {
+        return Ok(None);
+    };
+    if !p.key.allows_model(model) {
+        return Err(ApiError::ModelNotAllowed(model.to_string()));
+    }
+    auth.admit(p, crate::auth::estimate_tokens(prompt_chars)).map(Some)
+}
+
 /// Returns the response and whether a stream will complete the record itself.
 async fn chat_inner(
     state: &AppState,
     tel: &mut RequestTelemetry,
+    principal: Option<&Principal>,
     body: &[u8],
     rec: &mut Record,
+    charge: &mut Option<Charge>,
     started: Instant,
 ) -> Result<(Response, bool), ApiError> {
     let mut req = ChatRequest::parse(body)?;
@@ -84,6 +123,8 @@ async fn chat_inner(
     rec.stream = req.stream;
     tel.streaming(req.stream);
     tel.prompt(req.body.get("messages"));
+    let prompt_chars = req.check_limits(&state.limits)?;
+    *charge = admit(state, principal, &req.model, prompt_chars)?;
     let messages_json = serde_json::to_vec(req.messages()).unwrap_or_default();
     rec.prompt_hash = crate::ledger::prompt_hash(&messages_json);
     if state.store_prompts {
@@ -140,6 +181,7 @@ async fn chat_inner(
             let mut stream_rec = rec.clone();
             let ledger = state.ledger.clone();
             let done = tel.streamed(attempt);
+            let stream_charge = charge.clone();
             let relay = sse::Relay::new(events, strip_usage, move |outcome| {
                 done.finish(&outcome);
                 stream_rec.ttft_ms = outcome.first_event_at.map(|t| ms(t.duration_since(started)));
@@ -155,6 +197,7 @@ async fn chat_inner(
                     Some(e) => stream_rec.error = Some(e.to_string()),
                     None => {}
                 }
+                settle(stream_charge.as_ref(), &stream_rec);
                 if let Some(ledger) = ledger {
                     submit_detached(&ledger, stream_rec);
                 }
@@ -223,13 +266,15 @@ pub async fn embeddings(
     state: &AppState,
     id: Ulid,
     headers: &HeaderMap,
+    principal: Option<&Principal>,
     body: Result<Bytes, ApiError>,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
-    let mut rec = Record::with_id(id, "");
+    let mut rec = record_for(id, principal);
+    let mut charge = None;
     let mut tel = state.telemetry.request(Operation::Embeddings, headers);
     let result = match body {
-        Ok(body) => embeddings_inner(state, &mut tel, &body, &mut rec).await,
+        Ok(body) => embeddings_inner(state, &mut tel, principal, &body, &mut rec, &mut charge).await,
         Err(e) => Err(e),
     };
     tel.finish(&result);
@@ -241,6 +286,7 @@ pub async fn embeddings(
             rec.error = Some(e.label().to_string());
         }
     }
+    settle(charge.as_ref(), &rec);
     submit(state, rec).await;
     result
 }
@@ -248,11 +294,15 @@ pub async fn embeddings(
 async fn embeddings_inner(
     state: &AppState,
     tel: &mut RequestTelemetry,
+    principal: Option<&Principal>,
     body: &[u8],
     rec: &mut Record,
+    charge: &mut Option<Charge>,
 ) -> Result<Response, ApiError> {
     let req = request::EmbeddingsRequest::parse(body)?;
     rec.model = req.model.clone();
+    let input_chars = req.check_limits(&state.limits)?;
+    *charge = admit(state, principal, &req.model, input_chars)?;
     let snapshot = state.snapshot.load_full();
     let Some(expert) = snapshot.expert(&req.model) else {
         return Err(ApiError::ModelNotFound(req.model));

@@ -4,6 +4,7 @@
 use serde_json::{Map, Value};
 
 use crate::api::error::ApiError;
+use crate::config::Limits;
 
 pub struct ChatRequest {
     pub model: String,
@@ -122,6 +123,55 @@ impl ChatRequest {
         Ok(Self { model, stream, include_usage, body })
     }
 
+    /// Checks the configured `[limits]`; returns the prompt's length in characters (the
+    /// basis of the token estimate).
+    pub fn check_limits(&self, limits: &Limits) -> Result<usize, ApiError> {
+        let messages = self.messages();
+        if messages.len() > limits.max_messages {
+            return Err(too_big(
+                format!(
+                    "Invalid 'messages': array too long. Expected an array with maximum length {}, but got an array with length {} instead.",
+                    limits.max_messages,
+                    messages.len()
+                ),
+                "messages",
+                "array_above_max_length",
+            ));
+        }
+        for param in ["max_tokens", "max_completion_tokens"] {
+            match self.body.get(param) {
+                None | Some(Value::Null) => {}
+                Some(Value::Number(n)) => match n.as_u64() {
+                    Some(v) if v <= limits.max_tokens => {}
+                    Some(v) => {
+                        return Err(too_big(
+                            format!("Invalid '{param}': {v} is greater than the maximum of {}.", limits.max_tokens),
+                            param,
+                            "integer_above_max_value",
+                        ))
+                    }
+                    None => {
+                        return Err(invalid(
+                            format!("Invalid '{param}': expected a non-negative integer, got {n}."),
+                            param,
+                        ))
+                    }
+                },
+                Some(v) => {
+                    return Err(invalid(
+                        format!("Invalid type for '{param}': expected an integer, got {}.", type_name(v)),
+                        param,
+                    ))
+                }
+            }
+        }
+        let chars = prompt_chars(messages);
+        if chars > limits.max_prompt_chars {
+            return Err(prompt_too_long(chars, limits.max_prompt_chars, "messages"));
+        }
+        Ok(chars)
+    }
+
     /// Sets `stream_options.include_usage = true`, keeping any other stream options.
     pub fn request_usage(&mut self) {
         let opts = self.body.entry("stream_options").or_insert_with(|| Value::Object(Map::new()));
@@ -170,6 +220,43 @@ impl EmbeddingsRequest {
             }
         }
         Ok(Self { model, body })
+    }
+
+    /// Checks the prompt-length limit; returns the input's length in characters.
+    pub fn check_limits(&self, limits: &Limits) -> Result<usize, ApiError> {
+        let chars = self.body.get("input").map_or(0, text_chars);
+        if chars > limits.max_prompt_chars {
+            return Err(prompt_too_long(chars, limits.max_prompt_chars, "input"));
+        }
+        Ok(chars)
+    }
+}
+
+fn too_big(message: String, param: &str, code: &'static str) -> ApiError {
+    ApiError::LimitExceeded { message, param: Some(param.to_string()), code }
+}
+
+fn prompt_too_long(chars: usize, limit: usize, param: &str) -> ApiError {
+    too_big(
+        format!("The prompt is {chars} characters long, more than this gateway's limit of {limit} characters."),
+        param,
+        "context_length_exceeded",
+    )
+}
+
+/// Characters of text in the messages' contents (strings, or text parts of arrays).
+fn prompt_chars(messages: &[Value]) -> usize {
+    messages.iter().map(|m| m.get("content").map_or(0, text_chars)).sum()
+}
+
+/// Characters of every string inside `v`, at any depth (content parts, token arrays as text).
+fn text_chars(v: &Value) -> usize {
+    match v {
+        Value::String(s) => s.chars().count(),
+        Value::Array(a) => a.iter().map(text_chars).sum(),
+        Value::Object(o) => o.values().map(text_chars).sum(),
+        Value::Number(_) => 1,
+        Value::Null | Value::Bool(_) => 0,
     }
 }
 

@@ -42,6 +42,9 @@ pub struct Record {
     /// API key or tenant id; never the key itself.
     #[serde(default)]
     pub tenant: Option<String>,
+    /// The name of the virtual API key that made the request (budgets are per key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
     /// The `model` the client asked for (a virtual model or an expert's own name).
     pub model: String,
     #[serde(default)]
@@ -108,6 +111,7 @@ impl Record {
             ts_ms: id.timestamp_ms(),
             origin: Origin::Gateway,
             tenant: None,
+            api_key: None,
             model: model.into(),
             policy: String::new(),
             policy_version: String::new(),

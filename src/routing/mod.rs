@@ -79,6 +79,8 @@ pub enum BuildError {
     Router { model: String, detail: String },
     #[error(transparent)]
     Ledger(crate::ledger::LedgerError),
+    #[error(transparent)]
+    Keys(crate::auth::KeyError),
 }
 
 pub struct Snapshot {

@@ -7,6 +7,8 @@
     reason = "a failing test should stop at the first broken expectation"
 )]
 
+mod auth;
+mod fuzz;
 mod ledger;
 mod local;
 mod mock;

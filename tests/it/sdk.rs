@@ -6,7 +6,7 @@ use crate::mock::{Behavior, Mock};
 use crate::support::{remote_config, Gateway};
 
 /// The interpreter with `openai` installed: `scripts/test.sh` makes `.venv`.
-fn python() -> String {
+pub fn python() -> String {
     std::env::var("TRIAGE_PYTHON").unwrap_or_else(|_| format!("{}/.venv/bin/python", env!("CARGO_MANIFEST_DIR")))
 }
 
