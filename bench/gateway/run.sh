@@ -23,7 +23,7 @@ H=$WORKDIR/bench
 CONFIG=$REPO/bench/gateway/triage-bench.toml
 # Everything on CPU 0: the targets' latency budgets (tens of microseconds) are below the
 # cross-vCPU wake-up cost of this VM, which the split layout would add (harness README).
-BENCH_ARGS=${BENCH_ARGS:--layout shared -c 1,64 -d 10 -r 3 -w 3 --stream-concurrency 1,16}
+BENCH_ARGS=${BENCH_ARGS:---layout shared -c 1,64 -d 10 -r 3 -w 3 --stream-concurrency 1,16}
 OUT=${OUT:-$REPO/bench/results/$(date +%Y-%m-%d)-gateway}
 TRIAGE_PORT=8080
 TRIAGE_1T_PORT=8081
@@ -60,7 +60,7 @@ if [[ ${WITH_LITELLM:-0} == 1 ]]; then PROXY_CPUS=0 "$H/scripts/start-litellm.sh
 
 start_triage() { # name port [env...]
   local name=$1 port=$2; shift 2
-  (cd "$REPO" && env "$@" nohup taskset -c 0 "$TRIAGE_BIN" serve --no-watch --config "$CONFIG" \
+  (cd "$REPO"; env "$@" nohup taskset -c 0 "$TRIAGE_BIN" serve --no-watch --config "$CONFIG" \
     --listen "127.0.0.1:$port" >"$H/logs/$name.log" 2>&1 & echo $! >"$H/run/$name.pid")
   for _ in $(seq 100); do
     curl -sf "http://127.0.0.1:$port/health" >/dev/null && return 0
