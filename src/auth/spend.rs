@@ -34,27 +34,7 @@ pub fn secs_to_next_month(now_ms: u64) -> u64 {
     (u64::try_from(days).unwrap_or(0) * MS_PER_DAY).saturating_sub(now_ms).div_ceil(1000)
 }
 
-// Howard Hinnant's algorithms (as in ledger/time.rs), http://howardhinnant.github.io/date_algorithms.html
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { yoe + era * 400 + 1 } else { yoe + era * 400 }, m, d)
-}
+use crate::ledger::time::{civil_from_days, days_from_civil};
 
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
 pub struct Spent {
