@@ -22,6 +22,7 @@ fn main() -> anyhow::Result<()> {
         Command::Serve { config, listen, no_watch } => serve(config, listen, !no_watch),
         Command::CheckConfig { files } | Command::Policy { cmd: PolicyCommand::Check { files } } => check(&files),
         Command::Router { cmd } => triage::classifier::cli::run(cmd),
+        Command::Experts { gateway, json } => Ok(triage::tiers::cli::experts(&gateway, json)?),
         Command::Ledger { cmd } => Ok(triage::ledger::cli::ledger(cmd)?),
         Command::Report(args) => Ok(triage::ledger::cli::report(args)?),
         Command::Policy { cmd: PolicyCommand::Fit(cmd) } => Ok(triage::ledger::cli::policy(cmd)?),
