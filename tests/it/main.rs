@@ -13,3 +13,4 @@ mod proxy;
 mod reload;
 mod sdk;
 mod support;
+mod tiers;
