@@ -13,7 +13,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use policy::{NotHot, RouterRef, Split, TopP, Uncertainty, VirtualModelConfig, CATCH_ALL, DEFAULT_PROMOTE_TIMEOUT_MS};
+pub use policy::{
+    NotHot, RouterRef, Split, TopP, Uncertainty, VirtualModelConfig, CATCH_ALL, DEFAULT_PROMOTE_TIMEOUT_MS,
+};
 pub use raw::Capability;
 use raw::{RawConfig, RawExpert, RawExpertKind};
 pub use secret::Secret;
@@ -388,7 +390,11 @@ impl Validator<'_> {
             if let ExpertKind::Local(l) = &expert.kind {
                 if tiers.is_none() && (l.pin || l.min_tier != MinTier::Cold) {
                     let key = if l.pin { "pin" } else { "min_tier" };
-                    return Err(invalid(file, format!("{path}.{key}"), "needs a [tiers] section (without one every local expert is hot)"));
+                    return Err(invalid(
+                        file,
+                        format!("{path}.{key}"),
+                        "needs a [tiers] section (without one every local expert is hot)",
+                    ));
                 }
             }
             experts.push(expert);

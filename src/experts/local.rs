@@ -86,7 +86,11 @@ impl LocalBackend {
         if let Some(t) = tiers {
             t.register(name, Registration { cfg, pin: s.pin, min_tier: s.min_tier })
                 .map_err(|e| tier_error(name, e))?;
-            return Ok(Self { name: name.to_string(), residency: Residency::Tiered(t.clone()), timeouts: s.timeouts.clone() });
+            return Ok(Self {
+                name: name.to_string(),
+                residency: Residency::Tiered(t.clone()),
+                timeouts: s.timeouts.clone(),
+            });
         }
         if !s.path.exists() {
             return Err(unavailable(

@@ -406,7 +406,8 @@ impl LocalExpert {
     /// `(params, bytes)`: the parameter count and an upper bound of [`ModelInfo::bytes`],
     /// so a memory budget can be reserved before the load starts. Blocking file I/O.
     pub fn predict(cfg: &LocalConfig) -> Result<(usize, usize), LocalError> {
-        let file = std::fs::File::open(&cfg.path).map_err(|source| LocalError::Io { path: cfg.path.clone(), source })?;
+        let file =
+            std::fs::File::open(&cfg.path).map_err(|source| LocalError::Io { path: cfg.path.clone(), source })?;
         let mut reader = std::io::BufReader::new(file);
         let content = candle_core::quantized::gguf_file::Content::read(&mut reader)
             .map_err(|source| LocalError::Gguf { origin: cfg.path.display().to_string(), source })?;

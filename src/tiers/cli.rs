@@ -91,7 +91,13 @@ pub fn table(body: &Value) -> String {
             num(&t["load_failures"]),
         );
         for s in t["swaps"].as_array().into_iter().flatten() {
-            let _ = writeln!(out, "swaps {}->{}: {}", s["from"].as_str().unwrap_or("?"), s["to"].as_str().unwrap_or("?"), s["count"]);
+            let _ = writeln!(
+                out,
+                "swaps {}->{}: {}",
+                s["from"].as_str().unwrap_or("?"),
+                s["to"].as_str().unwrap_or("?"),
+                s["count"]
+            );
         }
     } else {
         let _ = writeln!(out, "\nno [tiers] section: every local expert is hot");

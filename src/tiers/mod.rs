@@ -393,8 +393,12 @@ impl TierManager {
     /// Forgets experts not in `keep` (a reload removed them) that no request uses.
     pub fn retain(&self, keep: &[&str]) {
         let mut st = self.shared.lock();
-        let gone: Vec<String> =
-            st.slots.iter().filter(|(n, s)| !keep.contains(&n.as_str()) && s.leases == 0).map(|(n, _)| n.clone()).collect();
+        let gone: Vec<String> = st
+            .slots
+            .iter()
+            .filter(|(n, s)| !keep.contains(&n.as_str()) && s.leases == 0)
+            .map(|(n, _)| n.clone())
+            .collect();
         for n in gone {
             if let Some(s) = st.slots.remove(&n) {
                 if s.hot.is_some() {
@@ -488,7 +492,9 @@ impl TierManager {
             .await;
             match outcome {
                 Err(_) => return Err(TierError::Timeout { expert: name.to_string(), after }),
-                Ok(Progress::Failed(detail)) => return Err(TierError::Unavailable { expert: name.to_string(), detail }),
+                Ok(Progress::Failed(detail)) => {
+                    return Err(TierError::Unavailable { expert: name.to_string(), detail })
+                }
                 // Done: take the lease on the next turn (unless already evicted again);
                 // GaveUp: restart as a forced promotion.
                 Ok(_) => continue,
@@ -717,7 +723,8 @@ impl TierManager {
                 }
                 None => {
                     // Forced with nothing evictable now: wait for a lease to end or a residency to expire.
-                    let sleep = wake_at.map(|w| w.saturating_duration_since(Instant::now())).unwrap_or(Duration::from_secs(1));
+                    let sleep =
+                        wake_at.map(|w| w.saturating_duration_since(Instant::now())).unwrap_or(Duration::from_secs(1));
                     let _ = tokio::time::timeout(sleep, changed).await;
                 }
             }
@@ -826,13 +833,19 @@ impl TierManager {
                     holds_warm_copy: s.cached.is_some(),
                     leases: s.leases,
                     queue_depth: s.hot.as_ref().map_or(0, LocalExpert::queue_depth),
-                    last_use_unix_ms: s.last_use.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok()).map(|d| d.as_millis() as u64),
+                    last_use_unix_ms: s
+                        .last_use
+                        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+                        .map(|d| d.as_millis() as u64),
                     idle_ms: s.last_use.and_then(|t| sys_now.duration_since(t).ok()).map(|d| d.as_millis() as u64),
                     demand_per_min: s.demand.rate_per_min(now, cfg.demand_half_life),
                     warm_to_hot_ms: s.last_warm_to_hot.map(stats::ms),
                     cold_to_warm_ms: s.last_cold_to_warm.map(stats::ms),
                     cold_to_hot_ms: s.last_cold_to_hot.map(stats::ms),
-                    residency_ms: residency.into_iter().map(|(t, d)| (t.as_str().to_string(), d.as_millis() as u64)).collect(),
+                    residency_ms: residency
+                        .into_iter()
+                        .map(|(t, d)| (t.as_str().to_string(), d.as_millis() as u64))
+                        .collect(),
                     error: s.error.as_ref().map(|(e, _)| e.clone()),
                 }
             })

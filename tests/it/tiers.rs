@@ -109,7 +109,11 @@ async fn the_hot_budget_holds_under_concurrent_mixed_traffic() {
     let (samples, max) = sampler.await.unwrap();
     let snap = tiers.snapshot();
     eprintln!("samples {samples}, max sampled {max}, peak {}, budget {budget}, swaps {:?}", snap.peak_hot, snap.swaps);
-    assert!(max <= budget && snap.peak_hot <= budget, "hot budget {budget} exceeded: sampled {max}, peak {}", snap.peak_hot);
+    assert!(
+        max <= budget && snap.peak_hot <= budget,
+        "hot budget {budget} exceeded: sampled {max}, peak {}",
+        snap.peak_hot
+    );
     assert!(snap.swaps.iter().any(|s| s.from == Tier::Hot), "the two models never swapped: {:?}", snap.swaps);
 }
 
@@ -117,13 +121,7 @@ async fn the_hot_budget_holds_under_concurrent_mixed_traffic() {
 async fn eviction_takes_the_least_demanded_expert_not_merely_the_least_recent() {
     let p = hot_bytes(SMOLLM);
     let m = model(SMOLLM);
-    let cfg = format!(
-        "{}{}{}{}",
-        tiers(2 * p + SLACK, 0),
-        local("a", &m, ""),
-        local("b", &m, ""),
-        local("c", &m, "")
-    );
+    let cfg = format!("{}{}{}{}", tiers(2 * p + SLACK, 0), local("a", &m, ""), local("b", &m, ""), local("c", &m, ""));
     let gw = Gateway::start(&cfg).await;
     let tiers = manager(&gw);
     // LRU among equals: a, b hot; c pushes out a, the least recently used.
@@ -283,7 +281,10 @@ async fn a_warm_expert_is_promoted_faster_than_a_cold_one() {
     cold.sort();
     let snap = tiers.snapshot();
     let (w2h, c2h) = (&snap.loads["warm->hot"], &snap.loads["cold->hot"]);
-    eprintln!("first-request medians: warm {:?}, cold {:?}; loads warm->hot {w2h:?}, cold->hot {c2h:?}", warm[1], cold[1]);
+    eprintln!(
+        "first-request medians: warm {:?}, cold {:?}; loads warm->hot {w2h:?}, cold->hot {c2h:?}",
+        warm[1], cold[1]
+    );
     assert_eq!((w2h.count, c2h.count), (3, 3), "{snap:?}");
     assert!(w2h.total_ms < c2h.total_ms, "warm->hot {w2h:?} not faster than cold->hot {c2h:?}");
     assert!(warm[1] < cold[1], "median first request: warm {:?} vs cold {:?}", warm[1], cold[1]);

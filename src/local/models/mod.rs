@@ -36,9 +36,7 @@ pub fn predict_weights(content: &gguf_file::Content, format: WeightFormat) -> (u
         } else {
             match (format, float) {
                 (WeightFormat::F32, _) | (WeightFormat::Quantized, true) => elems * 4,
-                (WeightFormat::Quantized, false) => {
-                    elems / info.ggml_dtype.block_size() * info.ggml_dtype.type_size()
-                }
+                (WeightFormat::Quantized, false) => elems / info.ggml_dtype.block_size() * info.ggml_dtype.type_size(),
                 (WeightFormat::F16, _) => elems * 2,
             }
         };
