@@ -1,7 +1,7 @@
 //! Tier benchmark: time to first token from a hot, warm and cold local expert, and the cost
 //! of alternating between two experts under a hot budget that holds one, against reloading
 //! from disk every time. See README.md next to this file.
-#![expect(clippy::unwrap_used, clippy::expect_used, reason = "a benchmark stops at the first failure")]
+#![expect(clippy::unwrap_used, reason = "a benchmark stops at the first failure")]
 
 use std::time::{Duration, Instant};
 
