@@ -44,6 +44,16 @@ pub enum Command {
     },
     /// Virtual API keys (offline: the gateway must be stopped; see /admin/keys otherwise).
     Keys(crate::auth::cli::KeysArgs),
+    /// Local experts' memory tiers (hot/warm/cold), bytes, last use and load times, from a
+    /// running gateway's `GET /admin/experts`.
+    Experts {
+        /// The gateway's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        gateway: String,
+        /// Print the raw JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     // --- ledger (src/ledger/cli.rs) ---
     /// The request ledger: export, compaction.
     Ledger {

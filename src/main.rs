@@ -24,6 +24,7 @@ fn main() -> anyhow::Result<()> {
         Command::CheckConfig { files } | Command::Policy { cmd: PolicyCommand::Check { files } } => check(&files),
         Command::Router { cmd } => triage::classifier::cli::run(cmd),
         Command::Keys(args) => triage::auth::cli::run(args),
+        Command::Experts { gateway, json } => Ok(triage::tiers::cli::experts(&gateway, json)?),
         Command::Ledger { cmd } => Ok(triage::ledger::cli::ledger(cmd)?),
         Command::Report(args) => Ok(triage::ledger::cli::report(args)?),
         Command::Policy { cmd: PolicyCommand::Fit(cmd) } => Ok(triage::ledger::cli::policy(cmd)?),

@@ -37,6 +37,12 @@ pub async fn policies(State(state): State<Arc<AppState>>) -> Json<serde_json::Va
     Json(json!({"status": status, "models": models}))
 }
 
+/// `GET /admin/experts`: every expert; local ones with their tier, bytes, last use, load
+/// times and queue depth.
+pub async fn experts(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
+    Json(crate::tiers::report(&state.snapshot.load()))
+}
+
 /// `POST /admin/reload`: 200 with the new version, or 422 with the validation error
 /// (the previous version keeps serving).
 pub async fn reload(State(state): State<Arc<AppState>>) -> Response {

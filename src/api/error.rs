@@ -222,6 +222,7 @@ impl ApiError {
             Self::ShuttingDown => ("server_error", Some("shutting_down")),
             Self::Upstream(e) => match e {
                 ExpertError::Overloaded { .. } => ("rate_limit_error", Some("expert_overloaded")),
+                ExpertError::NotHot { .. } => ("server_error", Some("expert_not_hot")),
                 ExpertError::Status { status, .. } if *status == StatusCode::TOO_MANY_REQUESTS => {
                     ("rate_limit_error", Some("upstream_rate_limited"))
                 }
@@ -250,6 +251,8 @@ fn upstream_status(e: &ExpertError) -> StatusCode {
     match e {
         ExpertError::FirstByteTimeout { .. } | ExpertError::TotalTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         ExpertError::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
+        // Loading: the gateway's own capacity, not an upstream failure.
+        ExpertError::NotHot { .. } => StatusCode::SERVICE_UNAVAILABLE,
         ExpertError::Status { status, .. } if *status == StatusCode::TOO_MANY_REQUESTS => StatusCode::TOO_MANY_REQUESTS,
         // The backend judged the request itself invalid (400, 404, 422): that is the
         // client's to fix, so it gets the backend's status, not a 502.

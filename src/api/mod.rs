@@ -33,6 +33,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/route", post(admin::route))
         .route("/admin/policies", get(admin::policies))
         .route("/admin/reload", post(admin::reload))
+        .route("/admin/experts", get(admin::experts))
         .route("/health", get(health))
         .route("/ready", get(ready))
         // --- ledger routes (logic in src/ledger/http.rs) ---

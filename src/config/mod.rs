@@ -13,7 +13,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use policy::{RouterRef, Split, TopP, Uncertainty, VirtualModelConfig, CATCH_ALL};
+pub use policy::{
+    NotHot, RouterRef, Split, TopP, Uncertainty, VirtualModelConfig, CATCH_ALL, DEFAULT_PROMOTE_TIMEOUT_MS,
+};
 pub use raw::Capability;
 use raw::{RawConfig, RawExpert, RawExpertKind};
 pub use secret::Secret;
@@ -100,6 +102,33 @@ pub struct Config {
     pub resilience: Resilience,
     pub experts: Vec<ExpertConfig>,
     pub models: Vec<VirtualModelConfig>,
+    /// Memory tiering of local experts, when `[tiers]` is set (else all are hot from start).
+    pub tiers: Option<TiersConfig>,
+}
+
+/// A swap of a 135M model from RAM takes ~100 ms; holding an expert at least ten times
+/// that long caps the share of time two alternating experts spend swapping at ~10%.
+pub const DEFAULT_MIN_RESIDENCY_MS: u64 = 1_000;
+/// Demand is a request rate decayed with this half-life: long enough that a burst of
+/// traffic an expert got a minute ago still counts, short enough to follow a policy change.
+pub const DEFAULT_DEMAND_HALF_LIFE_MS: u64 = 60_000;
+
+/// `[tiers]`, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TiersConfig {
+    pub hot_bytes: u64,
+    pub warm_bytes: u64,
+    pub min_residency: Duration,
+    pub demand_half_life: Duration,
+}
+
+/// The lowest tier a local expert may fall to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MinTier {
+    #[default]
+    Cold,
+    Warm,
 }
 
 #[derive(Debug, Clone)]
@@ -215,6 +244,9 @@ pub struct LocalSettings {
     pub tokenizer: Option<PathBuf>,
     pub chat_template: Option<String>,
     pub timeouts: Timeouts,
+    /// With `[tiers]`: loaded at start and never evicted.
+    pub pin: bool,
+    pub min_tier: MinTier,
 }
 
 /// One config file's text and the name errors should use for it.
@@ -348,6 +380,7 @@ impl Validator<'_> {
         let mut ledgers = Vec::new();
         let mut auths = Vec::new();
         let mut limitss = Vec::new();
+        let mut tiers = Vec::new();
         let mut raw_experts = Vec::new();
         let mut raw_models = Vec::new();
         for (file, raw) in files {
@@ -357,6 +390,7 @@ impl Validator<'_> {
             ledgers.push((file, raw.ledger));
             auths.push((file, raw.auth));
             limitss.push((file, raw.limits));
+            tiers.push((file, raw.tiers));
             raw_experts.extend(raw.experts.into_iter().enumerate().map(|(i, e)| (file, i, e)));
             raw_models.extend(raw.models.into_iter().enumerate().map(|(i, m)| (file, i, m)));
         }
@@ -394,6 +428,26 @@ impl Validator<'_> {
                 Some(cfg)
             }
         };
+        let (tiers_file, tiers) = single(tiers, "tiers")?;
+        let tiers = match tiers {
+            None => None,
+            Some(t) => {
+                if t.hot_bytes == 0 {
+                    return Err(invalid(&tiers_file, "tiers.hot_bytes", "must be greater than 0"));
+                }
+                if t.demand_half_life_ms == Some(0) {
+                    return Err(invalid(&tiers_file, "tiers.demand_half_life_ms", "must be greater than 0"));
+                }
+                Some(TiersConfig {
+                    hot_bytes: t.hot_bytes,
+                    warm_bytes: t.warm_bytes,
+                    min_residency: Duration::from_millis(t.min_residency_ms.unwrap_or(DEFAULT_MIN_RESIDENCY_MS)),
+                    demand_half_life: Duration::from_millis(
+                        t.demand_half_life_ms.unwrap_or(DEFAULT_DEMAND_HALF_LIFE_MS),
+                    ),
+                })
+            }
+        };
         let mut names: HashMap<String, String> = HashMap::new();
         let mut experts = Vec::with_capacity(raw_experts.len());
         for (file, i, e) in raw_experts {
@@ -405,7 +459,18 @@ impl Validator<'_> {
                     format!("duplicate name {:?} (first defined in {first})", e.name),
                 ));
             }
-            experts.push(self.expert(file, &path, e)?);
+            let expert = self.expert(file, &path, e)?;
+            if let ExpertKind::Local(l) = &expert.kind {
+                if tiers.is_none() && (l.pin || l.min_tier != MinTier::Cold) {
+                    let key = if l.pin { "pin" } else { "min_tier" };
+                    return Err(invalid(
+                        file,
+                        format!("{path}.{key}"),
+                        "needs a [tiers] section (without one every local expert is hot)",
+                    ));
+                }
+            }
+            experts.push(expert);
         }
         let mut models = Vec::with_capacity(raw_models.len());
         for (file, i, m) in raw_models {
@@ -420,7 +485,7 @@ impl Validator<'_> {
             models.push(policy::validate(file, &path, m, &experts, &routers_dir)?);
         }
         policy::check_fallback_cycles(&models, &experts)?;
-        Ok(Config { origin, version, server, resilience, experts, models, routers_dir, ledger, auth, limits })
+        Ok(Config { origin, version, server, resilience, experts, models, routers_dir, ledger, auth, limits, tiers })
     }
 
     fn server(&self, file: &str, raw: raw::RawServer) -> Result<ServerConfig, ConfigError> {
@@ -583,6 +648,8 @@ impl Validator<'_> {
                     (e.weights.is_some(), "weights"),
                     (e.tokenizer.is_some(), "tokenizer"),
                     (e.chat_template.is_some(), "chat_template"),
+                    (e.pin.is_some(), "pin"),
+                    (e.min_tier.is_some(), "min_tier"),
                 ] {
                     forbid(present, key)?;
                 }
@@ -658,7 +725,28 @@ impl Validator<'_> {
                         format!("expected \"cpu\" or \"cuda:N\", got {device:?}"),
                     ));
                 }
+                let pin = e.pin.unwrap_or(false);
+                let min_tier = match e.min_tier.as_deref() {
+                    None | Some("cold") => MinTier::Cold,
+                    Some("warm") => MinTier::Warm,
+                    Some(other) => {
+                        return Err(invalid(
+                            file,
+                            format!("{path}.min_tier"),
+                            format!("expected \"warm\" or \"cold\", got {other:?}"),
+                        ))
+                    }
+                };
+                if pin && e.min_tier.is_some() {
+                    return Err(invalid(
+                        file,
+                        format!("{path}.min_tier"),
+                        "has no effect on a pinned expert (pin = true keeps it hot); remove one of the two",
+                    ));
+                }
                 ExpertKind::Local(LocalSettings {
+                    pin,
+                    min_tier,
                     path: self.model_path(&model_file),
                     arch: e.arch,
                     device,

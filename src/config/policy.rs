@@ -70,6 +70,43 @@ pub struct VirtualModelConfig {
     pub uncertainty: Uncertainty,
     pub top_p: Option<TopP>,
     pub splits: Vec<Split>,
+    /// What a request does when its local expert is not hot (only with `[tiers]`).
+    pub not_hot: NotHot,
+}
+
+/// How long a request waits for a local expert's promotion by default: a cold 250 MB
+/// model loads in ~1-3 s on two loaded cores; past 20 s a client is better served by an error.
+pub const DEFAULT_PROMOTE_TIMEOUT_MS: u64 = 20_000;
+
+/// What a request to a local expert that is not hot does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotHot {
+    /// Wait for the promotion, up to this long (then try the next expert).
+    Wait(std::time::Duration),
+    /// Start the promotion in the background and try the next expert now; the last expert
+    /// of the list waits, so a request is never refused only because every expert is cold.
+    Fallback { last_resort_wait: std::time::Duration },
+}
+
+impl Default for NotHot {
+    fn default() -> Self {
+        NotHot::Wait(std::time::Duration::from_millis(DEFAULT_PROMOTE_TIMEOUT_MS))
+    }
+}
+
+fn not_hot(file: &str, path: &str, mode: Option<&str>, timeout_ms: Option<u64>) -> Result<NotHot, ConfigError> {
+    let timeout_ms = timeout_ms.unwrap_or(DEFAULT_PROMOTE_TIMEOUT_MS);
+    if timeout_ms == 0 {
+        return Err(invalid(file, format!("{path}.promote_timeout_ms"), "must be greater than 0"));
+    }
+    let t = std::time::Duration::from_millis(timeout_ms);
+    match mode {
+        None | Some("wait") => Ok(NotHot::Wait(t)),
+        Some("fallback") => Ok(NotHot::Fallback { last_resort_wait: t }),
+        Some(other) => {
+            Err(invalid(file, format!("{path}.not_hot"), format!("expected \"wait\" or \"fallback\", got {other:?}")))
+        }
+    }
 }
 
 fn check_expert(file: &str, path: &str, name: &str, experts: &[ExpertConfig]) -> Result<(), ConfigError> {
@@ -247,7 +284,9 @@ pub(super) fn validate(
         }
         splits.push(Split { category: sp.category, expert: sp.expert, percent: sp.percent });
     }
+    let not_hot = not_hot(file, path, m.not_hot.as_deref(), m.promote_timeout_ms)?;
     Ok(VirtualModelConfig {
+        not_hot,
         name: m.name,
         file: file.to_string(),
         router,

@@ -20,6 +20,7 @@ pub struct RawConfig {
     pub ledger: Option<RawLedger>,
     pub auth: Option<RawAuth>,
     pub limits: Option<RawLimits>,
+    pub tiers: Option<RawTiers>,
 }
 
 /// `[auth]`: virtual API keys. No section means authentication is off (logged loudly).
@@ -45,6 +46,19 @@ pub struct RawLimits {
     pub max_connections: Option<usize>,
     pub header_read_timeout_ms: Option<u64>,
     pub body_read_timeout_ms: Option<u64>,
+}
+
+/// `[tiers]`: memory budgets for local experts (all hot at start when absent).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTiers {
+    /// Bytes of loaded weights on the compute device, all hot experts together.
+    pub hot_bytes: u64,
+    /// Bytes of GGUF files kept in host RAM, all warm copies together.
+    #[serde(default)]
+    pub warm_bytes: u64,
+    pub min_residency_ms: Option<u64>,
+    pub demand_half_life_ms: Option<u64>,
 }
 
 /// `[ledger]`: where every request's record goes (off when absent).
@@ -140,6 +154,10 @@ pub struct RawExpert {
     pub weights: Option<String>,
     pub tokenizer: Option<String>,
     pub chat_template: Option<String>,
+    /// With `[tiers]`: never leaves the hot tier.
+    pub pin: Option<bool>,
+    /// With `[tiers]`: `warm` keeps the GGUF bytes in RAM at all times; `cold` (default) does not.
+    pub min_tier: Option<String>,
 }
 
 /// A routed virtual model (a policy): what a client names in `model` to let the gateway
@@ -168,6 +186,10 @@ pub struct RawVirtualModel {
     /// For `router = "centroid"`: a handful of example prompts per category.
     #[serde(default)]
     pub centroid: BTreeMap<String, Vec<String>>,
+    /// With `[tiers]`: what a request to a local expert that is not hot does, `wait` for
+    /// the promotion (up to `promote_timeout_ms`) or `fallback` to the next expert.
+    pub not_hot: Option<String>,
+    pub promote_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -148,9 +148,18 @@ async fn chat_inner(
         // Usage is what the ledger and the metrics count; ask for it and hide it again.
         req.request_usage();
     }
-    let opts = CallOptions { stream: req.stream };
+    if let Some(tiers) = snapshot.tiers() {
+        // Prefetch: the load of the chosen local expert starts now, before the request
+        // reaches its queue; the first one the manager knows is the one that will be tried.
+        if let Some(first) = decision.experts.iter().find(|n| tiers.tier(n).is_some()) {
+            tiers.prefetch(first);
+        }
+    }
+    let not_hot = snapshot.virtual_models().iter().find(|m| m.name == req.model).map(|m| m.not_hot).unwrap_or_default();
+    let last = decision.experts.last().cloned();
     let attempt = attempt_all(&snapshot, &decision, &mut rec.tried, tel, |e, trace| {
         let body = &req.body;
+        let opts = CallOptions { stream: req.stream, not_hot, last_candidate: last.as_deref() == Some(e.name()) };
         async move {
             if !e.config.supports(Capability::Chat) {
                 return Err(ExpertError::Unavailable {
@@ -375,7 +384,10 @@ where
             }
             Err(e) if e.retryable() => {
                 tracing::warn!(error = %e, expert = %expert.name(), attempt = attempts, "Expert call failed; trying the next.");
-                expert.breaker.record_failure();
+                // A local expert still loading is healthy: its breaker must not open.
+                if !matches!(e, ExpertError::NotHot { .. }) {
+                    expert.breaker.record_failure();
+                }
                 tried.push(expert.name().to_string());
                 attempt.failed(&e);
                 tel.fallback(expert.name(), e.kind());

@@ -13,18 +13,36 @@ use tokio::time::{timeout, timeout_at, Instant};
 
 use super::{CallOptions, ExpertError, Reply, Usage};
 use crate::api::error::error_json;
-use crate::config::{LocalSettings, Timeouts};
+use crate::config::{LocalSettings, NotHot, Timeouts};
 use crate::local::{
     Arch, ChatMessage, FinishReason, GenEvent, GenRequest, LocalConfig, LocalError, LocalExpert, WeightFormat,
 };
+use crate::tiers::{Lease, Registration, TierError, TierManager, Wait};
 
 /// A full queue clears in about one generation; tell clients to come back after that.
 const QUEUE_FULL_RETRY_AFTER_SECS: u64 = 1;
 
 pub struct LocalBackend {
     name: String,
-    expert: LocalExpert,
+    residency: Residency,
     timeouts: Timeouts,
+}
+
+enum Residency {
+    /// No `[tiers]`: loaded at start, hot for the process's life.
+    Fixed(LocalExpert),
+    /// Loaded and evicted by the tier manager; each request holds a lease.
+    Tiered(TierManager),
+}
+
+fn tier_error(name: &str, e: TierError) -> ExpertError {
+    match e {
+        TierError::NotHot { .. } | TierError::Timeout { .. } => {
+            ExpertError::NotHot { expert: name.to_string(), detail: e.to_string() }
+        }
+        TierError::Unavailable { detail, .. } => unavailable(name, detail),
+        TierError::Unknown(_) | TierError::DoesNotFit { .. } => unavailable(name, e.to_string()),
+    }
 }
 
 fn unavailable(name: &str, detail: impl Into<String>) -> ExpertError {
@@ -44,7 +62,8 @@ fn bad_request(name: &str, message: &str, param: Option<&str>) -> ExpertError {
 impl LocalBackend {
     /// Loads the model and starts its worker. Blocks for the load (seconds): call it
     /// off the async workers.
-    pub fn new(name: &str, s: &LocalSettings) -> Result<Self, ExpertError> {
+    /// With `tiers`, the expert is registered there instead (loaded now only if pinned).
+    pub fn new(name: &str, s: &LocalSettings, tiers: Option<&TierManager>) -> Result<Self, ExpertError> {
         let mut cfg = LocalConfig::new(&s.path);
         cfg.arch = match s.arch.as_deref() {
             None => None,
@@ -64,6 +83,15 @@ impl LocalBackend {
         };
         cfg.tokenizer = s.tokenizer.clone();
         cfg.chat_template = s.chat_template.clone();
+        if let Some(t) = tiers {
+            t.register(name, Registration { cfg, pin: s.pin, min_tier: s.min_tier })
+                .map_err(|e| tier_error(name, e))?;
+            return Ok(Self {
+                name: name.to_string(),
+                residency: Residency::Tiered(t.clone()),
+                timeouts: s.timeouts.clone(),
+            });
+        }
         if !s.path.exists() {
             return Err(unavailable(
                 name,
@@ -76,11 +104,23 @@ impl LocalBackend {
         let expert = LocalExpert::spawn(name, cfg).map_err(|e| unavailable(name, e.to_string()))?;
         let info = expert.info();
         tracing::info!(expert = %name, arch = %info.arch, params = info.params, bytes = info.bytes, load_ms = info.load_time.as_millis() as u64, "Local expert loaded.");
-        Ok(Self { name: name.to_string(), expert, timeouts: s.timeouts.clone() })
+        Ok(Self { name: name.to_string(), residency: Residency::Fixed(expert), timeouts: s.timeouts.clone() })
     }
 
-    pub fn handle(&self) -> &LocalExpert {
-        &self.expert
+    /// Parameters of the model (known from the GGUF header even while it is cold).
+    pub fn params(&self) -> Option<u64> {
+        match &self.residency {
+            Residency::Fixed(e) => Some(e.info().params as u64),
+            Residency::Tiered(t) => t.params(&self.name),
+        }
+    }
+
+    /// The loaded model, when it is loaded for good (no `[tiers]`).
+    pub fn fixed(&self) -> Option<&LocalExpert> {
+        match &self.residency {
+            Residency::Fixed(e) => Some(e),
+            Residency::Tiered(_) => None,
+        }
     }
 
     pub async fn chat(&self, body: &Map<String, Value>, opts: CallOptions) -> Result<Reply, ExpertError> {
@@ -88,7 +128,20 @@ impl LocalBackend {
         let include_usage =
             body.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool) == Some(true);
         let deadline = Instant::now() + self.timeouts.total;
-        let mut rx = self.expert.submit(req).map_err(|e| match e {
+        // The lease keeps the model hot until the reply (or the stream) is finished.
+        let (expert, lease) = match &self.residency {
+            Residency::Fixed(e) => (e.clone(), None),
+            Residency::Tiered(t) => {
+                let wait = match opts.not_hot {
+                    NotHot::Wait(d) => Wait::Upto(d),
+                    NotHot::Fallback { last_resort_wait } if opts.last_candidate => Wait::Upto(last_resort_wait),
+                    NotHot::Fallback { .. } => Wait::No,
+                };
+                let lease = t.acquire(&self.name, wait).await.map_err(|e| tier_error(&self.name, e))?;
+                (lease.expert().clone(), Some(lease))
+            }
+        };
+        let mut rx = expert.submit(req).map_err(|e| match e {
             LocalError::QueueFull { .. } => {
                 ExpertError::Overloaded { expert: self.name.clone(), retry_after_secs: QUEUE_FULL_RETRY_AFTER_SECS }
             }
@@ -112,7 +165,7 @@ impl LocalBackend {
         let id = format!("chatcmpl-{}", ulid::Ulid::new());
         let created = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         if opts.stream {
-            return Ok(self.stream(first, rx, id, created, include_usage, deadline));
+            return Ok(self.stream(first, rx, id, created, include_usage, deadline, lease));
         }
         let mut text = String::new();
         let mut event = first;
@@ -141,6 +194,10 @@ impl LocalBackend {
         }
     }
 
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "each is a distinct piece of the stream's state; a struct would only rename them"
+    )]
     fn stream(
         &self,
         first: GenEvent,
@@ -149,6 +206,7 @@ impl LocalBackend {
         created: u64,
         include_usage: bool,
         deadline: Instant,
+        lease: Option<Lease>,
     ) -> Reply {
         let name = self.name.clone();
         let total = self.timeouts.total;
@@ -165,8 +223,10 @@ impl LocalBackend {
             rx: Receiver<GenEvent>,
             pending: Option<GenEvent>,
             done: bool,
+            /// Dropped with the stream: when it ended or the client went away.
+            _lease: Option<Lease>,
         }
-        let st = St { rx, pending: Some(first), done: false };
+        let st = St { rx, pending: Some(first), done: false, _lease: lease };
         let events = futures::stream::unfold(st, move |mut st| {
             let chunk = chunk.clone();
             let (id, name) = (id.clone(), name.clone());

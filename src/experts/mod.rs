@@ -41,6 +41,9 @@ pub enum ExpertError {
     Protocol { expert: String, detail: String },
     #[error("expert {expert} is busy: its queue is full")]
     Overloaded { expert: String, retry_after_secs: u64 },
+    /// A tiered local expert is not loaded yet (its promotion is running or timed out).
+    #[error("expert {expert} is not loaded yet: {detail}")]
+    NotHot { expert: String, detail: String },
     #[error("expert {expert} is unavailable: {detail}")]
     Unavailable { expert: String, detail: String },
     #[error("expert {expert} failed: {detail}")]
@@ -64,6 +67,7 @@ impl ExpertError {
             | Self::FirstByteTimeout { .. }
             | Self::Protocol { .. }
             | Self::Overloaded { .. }
+            | Self::NotHot { .. }
             | Self::Unavailable { .. } => true,
             Self::TotalTimeout { .. } | Self::Stream { .. } => false,
         }
@@ -80,6 +84,7 @@ impl ExpertError {
             Self::Status { .. } => "upstream_4xx",
             Self::Protocol { .. } => "protocol",
             Self::Overloaded { .. } => "overloaded",
+            Self::NotHot { .. } => "not_hot",
             Self::Unavailable { .. } => "unavailable",
             Self::Stream { .. } => "stream",
         }
@@ -99,6 +104,10 @@ pub enum Reply {
 #[derive(Debug, Clone, Copy)]
 pub struct CallOptions {
     pub stream: bool,
+    /// What a tiered local expert that is not hot does (the virtual model's `not_hot`).
+    pub not_hot: crate::config::NotHot,
+    /// No expert comes after this one: a `fallback` policy waits here instead.
+    pub last_candidate: bool,
 }
 
 pub enum Backend {
@@ -114,10 +123,15 @@ pub struct Expert {
 }
 
 impl Expert {
-    pub fn new(config: ExpertConfig, resilience: &Resilience) -> Result<Self, ExpertError> {
+    /// `tiers`: the tier manager local experts register with (None: loaded now, always hot).
+    pub fn new(
+        config: ExpertConfig,
+        resilience: &Resilience,
+        tiers: Option<&crate::tiers::TierManager>,
+    ) -> Result<Self, ExpertError> {
         let backend = match &config.kind {
             ExpertKind::OpenAi(remote) => Backend::Remote(remote::RemoteExpert::new(&config.name, remote)?),
-            ExpertKind::Local(settings) => Backend::Local(local::LocalBackend::new(&config.name, settings)?),
+            ExpertKind::Local(settings) => Backend::Local(local::LocalBackend::new(&config.name, settings, tiers)?),
         };
         Ok(Self { breaker: Breaker::new(resilience.breaker_failures, resilience.breaker_cooldown), config, backend })
     }
@@ -129,7 +143,7 @@ impl Expert {
     /// Parameters per token, for local experts (remote providers do not say).
     pub fn active_params(&self) -> Option<u64> {
         match &self.backend {
-            Backend::Local(l) => Some(l.handle().info().params as u64),
+            Backend::Local(l) => l.params(),
             Backend::Remote(_) => None,
         }
     }

@@ -280,6 +280,8 @@ struct Job {
 }
 
 struct Inner {
+    /// Joined by [`LocalExpert::shutdown`] so callers know when the weights are freed.
+    worker: Option<std::thread::JoinHandle<()>>,
     name: String,
     info: ModelInfo,
     jobs: SyncSender<Job>,
@@ -328,7 +330,7 @@ impl LocalExpert {
         let worker_in_flight = Arc::clone(&in_flight);
         let thread_name = format!("local-{name}");
         let model_name = name.to_string();
-        std::thread::Builder::new()
+        let worker = std::thread::Builder::new()
             .name(thread_name)
             .spawn(move || {
                 let source = match &bytes {
@@ -369,7 +371,9 @@ impl LocalExpert {
             load_ms = info.load_time.as_millis() as u64,
             "Local expert loaded."
         );
-        Ok(LocalExpert { inner: Arc::new(Inner { name: name.to_string(), info, jobs, in_flight, queue_limit }) })
+        Ok(LocalExpert {
+            inner: Arc::new(Inner { worker: Some(worker), name: name.to_string(), info, jobs, in_flight, queue_limit }),
+        })
     }
 
     /// Enqueues a generation. Events arrive on the returned receiver; dropping it cancels the
@@ -396,6 +400,32 @@ impl LocalExpert {
                 })
             }
         }
+    }
+
+    /// Reads only the GGUF header of `cfg.path` (milliseconds, no tensor data) and predicts
+    /// `(params, bytes)`: the parameter count and an upper bound of [`ModelInfo::bytes`],
+    /// so a memory budget can be reserved before the load starts. Blocking file I/O.
+    pub fn predict(cfg: &LocalConfig) -> Result<(usize, usize), LocalError> {
+        let file =
+            std::fs::File::open(&cfg.path).map_err(|source| LocalError::Io { path: cfg.path.clone(), source })?;
+        let mut reader = std::io::BufReader::new(file);
+        let content = candle_core::quantized::gguf_file::Content::read(&mut reader)
+            .map_err(|source| LocalError::Gguf { origin: cfg.path.display().to_string(), source })?;
+        Ok(models::predict_weights(&content, cfg.weights))
+    }
+
+    /// Stops the worker and waits until it has exited, so its weights are freed when this
+    /// returns. Only the last handle can do that: with other handles alive (a running
+    /// request), `self` comes back unchanged. Blocks: call from `spawn_blocking`.
+    pub fn shutdown(self) -> Result<(), LocalExpert> {
+        let mut inner = Arc::try_unwrap(self.inner).map_err(|inner| LocalExpert { inner })?;
+        let worker = inner.worker.take();
+        // Dropping the sender ends the worker's `recv` loop once the queue is empty.
+        drop(inner);
+        if let Some(w) = worker {
+            let _ = w.join();
+        }
+        Ok(())
     }
 
     /// Requests waiting or running.

@@ -171,6 +171,7 @@ mod tests {
             uncertainty: Uncertainty { min_confidence: 0.5, max_entropy: 0.9 },
             top_p: None,
             splits: vec![],
+            not_hot: Default::default(),
         }
     }
 

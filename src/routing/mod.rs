@@ -15,7 +15,8 @@ use futures::future::BoxFuture;
 use serde::Serialize;
 
 use crate::config::{Config, Resilience, RouterRef, VirtualModelConfig};
-use crate::experts::{Expert, ExpertError};
+use crate::experts::{Backend, Expert, ExpertError};
+use crate::tiers::TierManager;
 use decide::{map, Probabilities};
 
 pub use crate::classifier::prompt_text;
@@ -88,6 +89,8 @@ pub struct Snapshot {
     experts: Vec<Arc<Expert>>,
     by_name: HashMap<String, usize>,
     routers: HashMap<String, Arc<dyn Classify>>,
+    /// The tier manager of the local experts, with `[tiers]`.
+    tiers: Option<TierManager>,
 }
 
 impl Snapshot {
@@ -95,13 +98,27 @@ impl Snapshot {
     /// config. Experts and routers whose config did not change are taken over from
     /// `previous`, with their state (breakers, loaded weights).
     pub fn build(config: Config, previous: Option<&Snapshot>, routers: RouterFactory<'_>) -> Result<Self, BuildError> {
+        // The same budgets keep the same manager (and what it has loaded); new budgets start
+        // a new one, and its local experts are built anew.
+        let tiers = match (&config.tiers, previous.and_then(|p| p.tiers.as_ref())) {
+            (Some(cfg), Some(old)) if old.config() == cfg => Some(old.clone()),
+            (Some(cfg), _) => Some(TierManager::new(cfg.clone())),
+            (None, _) => None,
+        };
+        let same_tiers = match (previous.and_then(|p| p.tiers.as_ref()), &tiers) {
+            (None, None) => true,
+            (Some(a), Some(b)) => a.same(b),
+            _ => false,
+        };
         let mut experts = Vec::with_capacity(config.experts.len());
         let mut by_name = HashMap::with_capacity(config.experts.len());
         for (i, e) in config.experts.iter().enumerate() {
-            let reused = previous.and_then(|p| p.expert(&e.name)).filter(|old| old.config == *e);
+            let reused = previous
+                .and_then(|p| p.expert(&e.name))
+                .filter(|old| old.config == *e && (same_tiers || matches!(old.backend, Backend::Remote(_))));
             let expert = match reused {
                 Some(old) => old.clone(),
-                None => Arc::new(Expert::new(e.clone(), &config.resilience)?),
+                None => Arc::new(Expert::new(e.clone(), &config.resilience, tiers.as_ref())?),
             };
             experts.push(expert);
             by_name.insert(e.name.clone(), i);
@@ -119,7 +136,15 @@ impl Snapshot {
             };
             built.insert(m.name.clone(), router);
         }
-        Ok(Self { config, experts, by_name, routers: built })
+        if let Some(t) = &tiers {
+            let names: Vec<&str> = config.experts.iter().map(|e| e.name.as_str()).collect();
+            t.retain(&names);
+        }
+        Ok(Self { config, experts, by_name, routers: built, tiers })
+    }
+
+    pub fn tiers(&self) -> Option<&TierManager> {
+        self.tiers.as_ref()
     }
 
     pub fn expert(&self, name: &str) -> Option<&Arc<Expert>> {

@@ -17,3 +17,4 @@ mod reload;
 mod sdk;
 mod support;
 mod telemetry;
+mod tiers;

@@ -19,6 +19,31 @@ use candle_core::{DType, Device, Module, Result, Tensor, D};
 
 use super::WeightFormat;
 
+/// Parameters and in-memory bytes the weights of `content` will take once loaded in
+/// `format`, read from the tensor table alone (no tensor data): mirrors `linear`,
+/// `matmul_weight`, `embeddings` and `rms_norm` below. Tensors no architecture loads (e.g.
+/// `rope_freqs`) are counted too, so the result is an upper bound of `ModelInfo::bytes`.
+pub fn predict_weights(content: &gguf_file::Content, format: WeightFormat) -> (usize, usize) {
+    let mut params = 0;
+    let mut bytes = 0;
+    for info in content.tensor_infos.values() {
+        let elems = info.shape.elem_count();
+        params += elems;
+        let float = matches!(info.ggml_dtype, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16);
+        bytes += if info.shape.rank() < 2 {
+            // Norm weights and biases are always dequantized to f32.
+            elems * 4
+        } else {
+            match (format, float) {
+                (WeightFormat::F32, _) | (WeightFormat::Quantized, true) => elems * 4,
+                (WeightFormat::Quantized, false) => elems / info.ggml_dtype.block_size() * info.ggml_dtype.type_size(),
+                (WeightFormat::F16, _) => elems * 2,
+            }
+        };
+    }
+    (params, bytes)
+}
+
 /// One GGUF file being turned into a model: its parsed header, a reader over its bytes, and
 /// how the caller wants weights held in memory.
 pub struct GgufSource<'a, R: Read + Seek> {
