@@ -255,8 +255,35 @@ async fn a_corrupt_model_file_is_reported_and_routed_around() {
     assert!(report["tiers"]["load_failures"].as_u64().unwrap() >= 1);
 }
 
+/// Warm means "in host RAM": a warm expert promotes with its file gone from disk, while
+/// a cold one cannot. (How much faster warm->hot is than cold->hot is a benchmark, in
+/// bench/tiers: with the file in the page cache the gap is tens of milliseconds, less
+/// than the noise of this shared machine.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_warm_expert_is_promoted_faster_than_a_cold_one() {
+async fn a_warm_expert_promotes_from_ram_without_touching_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wf, cf) = (dir.path().join("w.gguf"), dir.path().join("c.gguf"));
+    std::fs::copy(model(SMOLLM), &wf).unwrap();
+    std::fs::copy(model(SMOLLM), &cf).unwrap();
+    let cfg = format!(
+        "{}{}{}",
+        tiers(hot_bytes(SMOLLM) + SLACK, file_bytes(SMOLLM) + SLACK),
+        local("w", &wf, "min_tier = \"warm\""),
+        local("c", &cf, "")
+    );
+    let gw = Gateway::start(&cfg).await;
+    let tiers = manager(&gw);
+    assert_eq!((tiers.tier("w"), tiers.tier("c")), (Some(Tier::Warm), Some(Tier::Cold)));
+    std::fs::remove_file(&wf).unwrap();
+    std::fs::remove_file(&cf).unwrap();
+    assert_eq!(chat(&gw, "w", 1).await.0, 200, "the warm copy in RAM is enough to promote");
+    assert_eq!(tiers.tier("w"), Some(Tier::Hot));
+    let (status, _, body) = chat(&gw, "c", 1).await;
+    assert_eq!(status, 502, "a cold expert needs its file: {body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn warm_and_cold_promotions_are_timed_and_reported() {
     let p = hot_bytes(SMOLLM);
     let m = model(SMOLLM);
     // Room for one hot model and one warm copy: `w` keeps it (min_tier), `c` loads from disk.
@@ -286,7 +313,6 @@ async fn a_warm_expert_is_promoted_faster_than_a_cold_one() {
         warm[1], cold[1]
     );
     assert_eq!((w2h.count, c2h.count), (3, 3), "{snap:?}");
-    assert!(w2h.total_ms < c2h.total_ms, "warm->hot {w2h:?} not faster than cold->hot {c2h:?}");
     // Whole-request latency is not asserted: with the file in the page cache the gap is ~50 ms
     // against a one-token generation that takes 1-2 s with noise on this shared 2-core machine.
     let report = admin(&gw).await;
