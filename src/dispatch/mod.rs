@@ -125,19 +125,26 @@ async fn chat_inner(
     tel.prompt(req.body.get("messages"));
     let prompt_chars = req.check_limits(&state.limits)?;
     *charge = admit(state, principal, &req.model, prompt_chars)?;
-    let messages_json = serde_json::to_vec(req.messages()).unwrap_or_default();
-    rec.prompt_hash = crate::ledger::prompt_hash(&messages_json);
     if state.store_prompts {
         rec.prompt = Some(crate::routing::prompt_text(req.messages()));
     }
     let snapshot = state.snapshot.load_full();
     rec.policy_version = snapshot.version().to_string();
-    let request_hash = u64::from_str_radix(rec.prompt_hash.get(..16).unwrap_or("0"), 16).unwrap_or(0);
+    let routed = snapshot.virtual_models().iter().any(|m| m.name == req.model);
+    // The digest serves the ledger and traffic splits only: a direct call with no ledger
+    // skips serializing and hashing the messages on the hot path.
+    let request_hash = if state.ledger.is_some() || routed {
+        let digest = req.prompt_digest();
+        rec.prompt_hash = hex::encode(digest);
+        request::split_hash(&digest)
+    } else {
+        0
+    };
     let routing = Instant::now();
     let decision = snapshot.route(&req.model, || crate::routing::prompt_text(req.messages()), request_hash).await?;
     tel.routed(&decision, routing, Some(snapshot.version()));
     record_routing_metrics(state, &decision);
-    if snapshot.virtual_models().iter().any(|m| m.name == req.model) {
+    if routed {
         rec.policy = req.model.clone();
     }
     rec.category = decision.category.clone();

@@ -183,21 +183,30 @@ impl ChatRequest {
         }
     }
 
-    /// A stable hash of the messages: places the request in traffic splits (the same
-    /// prompt always lands on the same side) and identifies it in the ledger.
-    pub fn prompt_hash(&self) -> u64 {
+    /// sha256 of the messages JSON: its hex is the ledger's `prompt_hash`, its first 8
+    /// bytes place the request in traffic splits (the same prompt always lands on the
+    /// same side).
+    pub fn prompt_digest(&self) -> [u8; 32] {
         use sha2::{Digest, Sha256};
-        let json = serde_json::to_vec(self.messages()).unwrap_or_default();
-        let digest = Sha256::digest(&json);
-        let mut first = [0u8; 8];
-        first.copy_from_slice(&digest[..8]);
-        u64::from_be_bytes(first)
+        Sha256::digest(serde_json::to_vec(self.messages()).unwrap_or_default()).into()
+    }
+
+    /// The split-placement hash: the digest's first 8 bytes.
+    pub fn prompt_hash(&self) -> u64 {
+        split_hash(&self.prompt_digest())
     }
 
     /// The chat messages (validated to be objects with a string `role`).
     pub fn messages(&self) -> &[Value] {
         self.body.get("messages").and_then(Value::as_array).map_or(&[], Vec::as_slice)
     }
+}
+
+/// The first 8 bytes of a prompt digest, big-endian.
+pub fn split_hash(digest: &[u8; 32]) -> u64 {
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(first)
 }
 
 pub struct EmbeddingsRequest {
