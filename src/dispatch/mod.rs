@@ -330,9 +330,9 @@ async fn embeddings_inner(
     let decision = snapshot.route(&req.model, String::new, 0).await?;
     tel.routed(&decision, routing, Some(snapshot.version()));
     rec.policy_version = snapshot.version().to_string();
-    let (expert, body, attempt) = attempt_all(&snapshot, &decision, &mut rec.tried, tel, |e, _trace| {
+    let (expert, body, attempt) = attempt_all(&snapshot, &decision, &mut rec.tried, tel, |e, trace| {
         let body = &req.body;
-        async move { e.embeddings(body).await }
+        async move { e.embeddings(body, &trace).await }
     })
     .await?;
     rec.expert = Some(expert.name().to_string());

@@ -21,6 +21,11 @@ pub struct RelayOutcome {
     pub error: Option<&'static str>,
     pub completed: bool,
     pub first_event_at: Option<Instant>,
+    /// `id` and `model` of the first chunk (the same on every chunk of a completion).
+    pub response_id: Option<String>,
+    pub response_model: Option<String>,
+    /// Each choice's non-null `finish_reason`, in the order they arrived.
+    pub finish_reasons: Vec<String>,
 }
 
 type OnFinish = Box<dyn FnOnce(RelayOutcome) + Send>;
@@ -32,6 +37,8 @@ pub struct Relay {
     outcome: RelayOutcome,
     on_finish: Option<OnFinish>,
     done: bool,
+    /// The first data event was read for the response id and model.
+    head_seen: bool,
 }
 
 impl Relay {
@@ -47,6 +54,7 @@ impl Relay {
             outcome: RelayOutcome::default(),
             on_finish: Some(Box::new(on_finish)),
             done: false,
+            head_seen: false,
         }
     }
 
@@ -65,12 +73,18 @@ impl Relay {
         }
         // Fast path: whole events with no usage in them pass through without a copy.
         if self.partial.is_empty() && ends_with_event_boundary(&chunk) && !contains(&chunk, b"\"usage\"") {
+            let mut rest = &chunk[..];
+            while let Some(end) = event_end(rest) {
+                self.observe(&rest[..end]);
+                rest = &rest[end..];
+            }
             return chunk;
         }
         self.partial.extend_from_slice(&chunk);
         let mut out = BytesMut::new();
         while let Some(end) = event_end(&self.partial) {
             let event = self.partial.split_to(end).freeze();
+            self.observe(&event);
             if contains(&event, b"\"usage\"") {
                 if let Some(kept) = self.inspect_usage(&event) {
                     out.extend_from_slice(&kept);
@@ -80,6 +94,24 @@ impl Relay {
             }
         }
         out.freeze()
+    }
+
+    /// Reads the response id and model from the first event and the finish reasons from
+    /// the event that carries them; the other events are only scanned, never parsed.
+    fn observe(&mut self, event: &[u8]) {
+        let first = !self.head_seen;
+        if !first && !has_finish_reason(event) {
+            return;
+        }
+        let Some(data) = data_payload(event) else { return };
+        self.head_seen = true;
+        let Ok(head) = serde_json::from_str::<ChunkHead>(&data) else { return };
+        if first {
+            self.outcome.response_id = head.id;
+            self.outcome.response_model = head.model;
+        }
+        let reasons = head.choices.into_iter().filter_map(|c| c.finish_reason);
+        self.outcome.finish_reasons.extend(reasons);
     }
 
     /// Records the usage in `event`; returns the event to forward (None = drop it).
@@ -167,16 +199,43 @@ fn event_end(buf: &[u8]) -> Option<usize> {
     }
 }
 
+/// The fields of a chunk that telemetry reports; everything else is skipped unparsed.
+#[derive(serde::Deserialize)]
+struct ChunkHead {
+    id: Option<String>,
+    model: Option<String>,
+    #[serde(default)]
+    choices: Vec<ChoiceHead>,
+}
+
+#[derive(serde::Deserialize)]
+struct ChoiceHead {
+    finish_reason: Option<String>,
+}
+
+/// Whether the event sets a finish reason (`"finish_reason": "..."`, not `null`).
+fn has_finish_reason(event: &[u8]) -> bool {
+    const KEY: &[u8] = b"\"finish_reason\"";
+    memchr::memmem::find_iter(event, KEY).any(|at| {
+        let after = event[at + KEY.len()..].iter().skip_while(|b| b.is_ascii_whitespace() || **b == b':');
+        after.take(1).any(|b| *b == b'"')
+    })
+}
+
+/// The text of an event's `data:` line(s), joined as the SSE spec says.
+fn data_payload(event: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(event).ok()?;
+    let data: Vec<&str> =
+        text.lines().filter_map(|l| l.strip_prefix("data:")).map(|d| d.strip_prefix(' ').unwrap_or(d)).collect();
+    if data.is_empty() || data == ["[DONE]"] {
+        return None;
+    }
+    Some(data.join("\n"))
+}
+
 /// The JSON object in an event's `data:` line(s), if it is one.
 fn parse_data(event: &[u8]) -> Option<serde_json::Map<String, serde_json::Value>> {
-    let text = std::str::from_utf8(event).ok()?;
-    let data: String = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("data:"))
-        .map(|d| d.strip_prefix(' ').unwrap_or(d))
-        .collect::<Vec<_>>()
-        .join("\n");
-    serde_json::from_str(&data).ok()
+    serde_json::from_str(&data_payload(event)?).ok()
 }
 
 #[cfg(test)]
@@ -231,5 +290,24 @@ mod tests {
         let err = String::from_utf8_lossy(&out[1]).into_owned();
         assert!(err.starts_with("data: {\"error\":"), "{err}");
         assert!(err.contains("reset"));
+    }
+
+    #[tokio::test]
+    async fn reads_the_response_id_model_and_finish_reasons_on_the_way() {
+        let (text, o) = run(
+            vec![
+                ": keep-alive\n\n",
+                "data: {\"id\":\"chatcmpl-7\",\"model\":\"m-v2\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"},\"finish_reason\":null}]}\n\n",
+                "data: {\"id\":\"chatcmpl-7\",\"model\":\"m-v2\",\"choices\":[{\"index\":0,\"delta\":{},",
+                "\"finish_reason\": \"length\"}]}\n\n",
+                "data: [DONE]\n\n",
+            ],
+            false,
+        )
+        .await;
+        assert!(text.contains("\"finish_reason\": \"length\""), "{text}");
+        assert_eq!(o.response_id.as_deref(), Some("chatcmpl-7"));
+        assert_eq!(o.response_model.as_deref(), Some("m-v2"));
+        assert_eq!(o.finish_reasons, ["length"]);
     }
 }

@@ -162,9 +162,13 @@ impl Expert {
         }
     }
 
-    pub async fn embeddings(&self, body: &serde_json::Map<String, serde_json::Value>) -> Result<Bytes, ExpertError> {
+    pub async fn embeddings(
+        &self,
+        body: &serde_json::Map<String, serde_json::Value>,
+        trace: &[(http::HeaderName, http::HeaderValue)],
+    ) -> Result<Bytes, ExpertError> {
         match &self.backend {
-            Backend::Remote(r) => r.embeddings(body).await,
+            Backend::Remote(r) => r.embeddings(body, trace).await,
             Backend::Local(_) => Err(ExpertError::Unavailable {
                 expert: self.name().to_string(),
                 detail: "local experts serve chat only".into(),

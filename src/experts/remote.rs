@@ -106,9 +106,13 @@ impl RemoteExpert {
         Ok(Reply::Stream { events: futures::stream::once(async move { Ok(first) }).chain(rest).boxed() })
     }
 
-    pub async fn embeddings(&self, body: &serde_json::Map<String, serde_json::Value>) -> Result<Bytes, ExpertError> {
+    pub async fn embeddings(
+        &self,
+        body: &serde_json::Map<String, serde_json::Value>,
+        trace: &[(http::HeaderName, http::HeaderValue)],
+    ) -> Result<Bytes, ExpertError> {
         let deadline = Instant::now() + self.timeouts.total;
-        let resp = self.send(&self.embeddings_url, body, &[]).await?;
+        let resp = self.send(&self.embeddings_url, body, trace).await?;
         let body = self.read_body(resp, deadline).await?;
         parse_usage(&body).map_err(|detail| self.protocol(detail))?;
         Ok(body)

@@ -526,10 +526,26 @@ impl StreamTelemetry {
                 r.end_at(200, Some(kind), Some(&message), None);
             }
             (None, Some(a)) => {
-                a.succeed(None, o.usage);
+                if a.tracing {
+                    let span = a.cx.span();
+                    if let Some(id) = &o.response_id {
+                        span.set_attribute(KeyValue::new(GEN_AI_RESPONSE_ID, id.clone()));
+                    }
+                    if !o.finish_reasons.is_empty() {
+                        span.set_attribute(KeyValue::new(
+                            GEN_AI_RESPONSE_FINISH_REASONS,
+                            strings(o.finish_reasons.clone()),
+                        ));
+                    }
+                }
+                r.response_model.clone_from(&o.response_model);
+                a.succeed(o.response_model.clone(), o.usage);
                 r.end_at(200, None, None, o.first_event_at);
             }
-            (error, None) => r.end_at(200, error, None, o.first_event_at),
+            (error, None) => {
+                r.response_model.clone_from(&o.response_model);
+                r.end_at(200, error, None, o.first_event_at)
+            }
         }
     }
 }

@@ -174,10 +174,11 @@ fn async_stream(events: Vec<Value>, reset: bool) -> impl futures::Stream<Item = 
     })
 }
 
-async fn embeddings(State(state): State<MockState>, body: Bytes) -> Result<Response, Infallible> {
+async fn embeddings(State(state): State<MockState>, headers: HeaderMap, body: Bytes) -> Result<Response, Infallible> {
     state.hits.fetch_add(1, Ordering::SeqCst);
     let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     state.bodies.lock().unwrap().push(req.clone());
+    state.headers.lock().unwrap().push(headers);
     if let Some(r) = fail(&state).await {
         return Ok(r);
     }

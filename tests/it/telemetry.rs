@@ -278,7 +278,31 @@ async fn a_routed_request_arrives_over_otlp_as_one_trace_with_genai_attributes_a
         .iter()
         .find(|s| s.kind == SpanKind::Client as i32 && string(&s.attributes, "triage.expert").as_deref() == Some("b"))
         .unwrap_or_else(|| panic!("{stream_spans:?}"));
-    assert_eq!(int(&stream_client.attributes, "gen_ai.usage.output_tokens"), Some(4));
+    let at = &stream_client.attributes;
+    assert_eq!(int(at, "gen_ai.usage.output_tokens"), Some(4));
+    assert_eq!(string(at, "gen_ai.response.model").as_deref(), Some("up-b"));
+    assert_eq!(string(at, "gen_ai.response.id").as_deref(), Some("chatcmpl-mock"));
+    assert_eq!(strings(at, "gen_ai.response.finish_reasons"), Some(vec!["stop".to_string()]));
+    let stream_server = stream_spans.iter().find(|s| s.kind == SpanKind::Server as i32).unwrap();
+    assert_eq!(string(&stream_server.attributes, "gen_ai.response.model").as_deref(), Some("up-b"));
+
+    // Embeddings continue the client's trace to the expert as well.
+    let (embed_bytes, embed_trace) = random_trace();
+    let resp = client()
+        .post(gw.url("/v1/embeddings"))
+        .header("traceparent", format!("00-{embed_trace}-{PARENT_SPAN}-01"))
+        .json(&json!({"model": "b", "input": ["hello"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    flush(&telemetry).await;
+    let sent = b.headers.lock().unwrap().last().unwrap()["traceparent"].to_str().unwrap().to_string();
+    let embed_spans = rx.spans(&embed_bytes);
+    let embed_client =
+        embed_spans.iter().find(|s| s.kind == SpanKind::Client as i32).unwrap_or_else(|| panic!("{embed_spans:?}"));
+    assert_eq!(sent, format!("00-{embed_trace}-{}-01", hex::encode(&embed_client.span_id)));
+    assert_eq!(string(&embed_client.attributes, "gen_ai.operation.name").as_deref(), Some("embeddings"));
 
     let names = rx.metric_names();
     for name in [
