@@ -188,7 +188,7 @@ async fn chat_inner(
             if let Some(u) = usage {
                 set_usage(rec, u, &price);
             }
-            tel.answered(attempt.succeeded(Some(&body), usage));
+            tel.answered(attempt.succeeded(Some(body.clone()), usage));
             let resp = (StatusCode::OK, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body)
                 .into_response();
             (resp, false)
@@ -340,7 +340,7 @@ async fn embeddings_inner(
     if let Some(u) = usage {
         set_usage(rec, u, &expert.config.price);
     }
-    tel.answered(attempt.succeeded(Some(&body), usage));
+    tel.answered(attempt.succeeded(Some(body.clone()), usage));
     let mut resp =
         (StatusCode::OK, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response();
     decorate(resp.headers_mut(), &expert, &decision);

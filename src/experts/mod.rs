@@ -120,6 +120,8 @@ pub struct Expert {
     pub config: ExpertConfig,
     pub breaker: Breaker,
     pub backend: Backend,
+    /// Telemetry attributes, formatted once.
+    pub otel: crate::telemetry::spans::ExpertAttrs,
 }
 
 impl Expert {
@@ -133,7 +135,12 @@ impl Expert {
             ExpertKind::OpenAi(remote) => Backend::Remote(remote::RemoteExpert::new(&config.name, remote)?),
             ExpertKind::Local(settings) => Backend::Local(local::LocalBackend::new(&config.name, settings, tiers)?),
         };
-        Ok(Self { breaker: Breaker::new(resilience.breaker_failures, resilience.breaker_cooldown), config, backend })
+        Ok(Self {
+            breaker: Breaker::new(resilience.breaker_failures, resilience.breaker_cooldown),
+            otel: crate::telemetry::spans::ExpertAttrs::new(&config),
+            config,
+            backend,
+        })
     }
 
     pub fn name(&self) -> &str {

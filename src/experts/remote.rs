@@ -22,8 +22,9 @@ const ERROR_BODY_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct RemoteExpert {
     name: String,
     client: reqwest::Client,
-    chat_url: String,
-    embeddings_url: String,
+    /// Parsed once: reqwest would otherwise parse (and IDNA-check) a string per call.
+    chat_url: reqwest::Url,
+    embeddings_url: reqwest::Url,
     model: serde_json::Value,
     headers: HeaderMap,
     timeouts: Timeouts,
@@ -54,8 +55,8 @@ impl RemoteExpert {
         Ok(Self {
             name: name.to_string(),
             client,
-            chat_url: format!("{}/chat/completions", cfg.base_url),
-            embeddings_url: format!("{}/embeddings", cfg.base_url),
+            chat_url: endpoint(name, &cfg.base_url, "chat/completions")?,
+            embeddings_url: endpoint(name, &cfg.base_url, "embeddings")?,
             model: serde_json::Value::String(cfg.model.clone()),
             headers,
             timeouts: cfg.timeouts.clone(),
@@ -121,14 +122,13 @@ impl RemoteExpert {
     /// Sends the request and waits for the response head; non-2xx becomes an error.
     async fn send(
         &self,
-        url: &str,
+        url: &reqwest::Url,
         body: &serde_json::Map<String, serde_json::Value>,
         trace: &[(http::HeaderName, http::HeaderValue)],
     ) -> Result<reqwest::Response, ExpertError> {
-        let mut body = body.clone();
-        body.insert("model".into(), self.model.clone());
-        let payload = serde_json::to_vec(&body).map_err(|e| self.protocol(e.to_string()))?;
-        let mut req = self.client.post(url).headers(self.headers.clone()).body(payload);
+        let payload = serde_json::to_vec(&WithModel { body, model: &self.model })
+            .map_err(|e| self.protocol(e.to_string()))?;
+        let mut req = self.client.post(url.clone()).headers(self.headers.clone()).body(payload);
         for (k, v) in trace {
             req = req.header(k, v);
         }
@@ -176,6 +176,40 @@ impl RemoteExpert {
 
     fn protocol(&self, detail: String) -> ExpertError {
         ExpertError::Protocol { expert: self.name.clone(), detail }
+    }
+}
+
+/// `base_url` + `/path`, checked when the expert is built rather than on every call.
+fn endpoint(name: &str, base_url: &str, path: &str) -> Result<reqwest::Url, ExpertError> {
+    reqwest::Url::parse(&format!("{base_url}/{path}")).map_err(|e| ExpertError::Unavailable {
+        expert: name.to_string(),
+        detail: format!("base_url {base_url:?} is not a valid URL: {e}"),
+    })
+}
+
+/// The client's body with `model` set to the expert's upstream name, serialized without
+/// copying the body (it may be retried against another expert, so it is not consumed).
+struct WithModel<'a> {
+    body: &'a serde_json::Map<String, serde_json::Value>,
+    model: &'a serde_json::Value,
+}
+
+impl serde::Serialize for WithModel<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let has_model = self.body.contains_key("model");
+        let mut map = s.serialize_map(Some(self.body.len() + usize::from(!has_model)))?;
+        if !has_model {
+            map.serialize_entry("model", self.model)?;
+        }
+        for (k, v) in self.body {
+            if k == "model" {
+                map.serialize_entry(k, self.model)?;
+            } else {
+                map.serialize_entry(k, v)?;
+            }
+        }
+        map.end()
     }
 }
 

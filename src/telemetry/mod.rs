@@ -12,6 +12,7 @@ pub mod prometheus;
 pub mod semconv;
 pub mod spans;
 
+mod deferred;
 mod export;
 
 use std::sync::{Arc, OnceLock};
@@ -341,6 +342,7 @@ impl Telemetry {
     /// The Prometheus text exposition; `None` when telemetry is off.
     pub fn render_prometheus(&self) -> Option<String> {
         let inner = self.0.as_ref()?;
+        inner.instruments.deferred.flush();
         let mut rm = ResourceMetrics::default();
         if let Err(e) = inner.prometheus.collect(&mut rm) {
             tracing::warn!(error = %e, "Collecting metrics for /metrics failed.");
@@ -352,6 +354,7 @@ impl Telemetry {
     /// Exports everything recorded so far (tests; shutdown).
     pub fn flush(&self) {
         let Some(inner) = &self.0 else { return };
+        inner.instruments.deferred.flush();
         if let Some(tp) = &inner.tracer_provider {
             if let Err(e) = tp.force_flush() {
                 tracing::debug!(error = %e, "Flushing spans failed.");
@@ -365,6 +368,7 @@ impl Telemetry {
     /// Flushes and stops the exporters; call once, at the end of `main`.
     pub fn shutdown(&self) {
         let Some(inner) = &self.0 else { return };
+        inner.instruments.deferred.flush();
         if let Some(tp) = &inner.tracer_provider {
             let _ = tp.shutdown();
         }

@@ -9,6 +9,8 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use bytes::Bytes;
+
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt, Tracer};
@@ -70,11 +72,15 @@ struct Req {
     cx: Context,
     start: Instant,
     op: Operation,
-    request_model: String,
-    category: Option<String>,
+    /// `gen_ai.request.model`, built once and shared by every measurement.
+    request_model: KeyValue,
+    /// `triage.category`, likewise.
+    category: KeyValue,
     stream: bool,
     response_model: Option<String>,
     usage: Option<Usage>,
+    /// The winning attempt of a complete (non-streamed) answer, ended with the request.
+    won: Option<Won>,
 }
 
 /// The telemetry of one API request.
@@ -125,11 +131,12 @@ impl Telemetry {
                 cx,
                 start: Instant::now(),
                 op,
-                request_model: UNROUTED_MODEL.to_string(),
-                category: None,
+                request_model: KeyValue::new(GEN_AI_REQUEST_MODEL, UNROUTED_MODEL),
+                category: KeyValue::new(TRIAGE_CATEGORY, NO_CATEGORY),
                 stream: false,
                 response_model: None,
                 usage: None,
+                won: None,
             })),
             passthrough: Vec::new(),
         }
@@ -137,7 +144,59 @@ impl Telemetry {
 }
 
 fn category_kv(c: &Option<String>) -> KeyValue {
-    KeyValue::new(TRIAGE_CATEGORY, c.clone().unwrap_or_else(|| NO_CATEGORY.to_string()))
+    match c {
+        Some(c) => KeyValue::new(TRIAGE_CATEGORY, shared(c)),
+        None => KeyValue::new(TRIAGE_CATEGORY, NO_CATEGORY),
+    }
+}
+
+/// A string attribute value whose clones are reference counts, not copies.
+fn shared(s: &str) -> StringValue {
+    StringValue::from(Arc::<str>::from(s))
+}
+
+/// An expert's attributes, built once with the expert: every attempt's metrics reuse
+/// them instead of formatting and parsing the same strings per request.
+#[derive(Debug, Clone)]
+pub struct ExpertAttrs {
+    /// Metric attributes per operation: operation, provider, request (upstream) model,
+    /// expert, and the backend's `server.address`/`server.port` when remote.
+    chat: Arc<[KeyValue]>,
+    embeddings: Arc<[KeyValue]>,
+    expert: KeyValue,
+    upstream_model: Arc<str>,
+}
+
+impl ExpertAttrs {
+    pub fn new(config: &crate::config::ExpertConfig) -> Self {
+        let (provider, upstream_model, address) = match &config.kind {
+            ExpertKind::OpenAi(remote) => (PROVIDER_OPENAI, remote.model.as_str(), server_address(&remote.base_url)),
+            ExpertKind::Local(_) => (PROVIDER_LOCAL, config.name.as_str(), None),
+        };
+        let upstream_model: Arc<str> = Arc::from(upstream_model);
+        let expert = KeyValue::new(TRIAGE_EXPERT, shared(&config.name));
+        let attrs = |op: Operation| -> Arc<[KeyValue]> {
+            let mut v = vec![
+                KeyValue::new(GEN_AI_OPERATION_NAME, op.name()),
+                KeyValue::new(GEN_AI_PROVIDER_NAME, provider),
+                KeyValue::new(GEN_AI_REQUEST_MODEL, StringValue::from(upstream_model.clone())),
+                expert.clone(),
+            ];
+            if let Some((host, port)) = &address {
+                v.push(KeyValue::new(SERVER_ADDRESS, shared(host)));
+                v.push(KeyValue::new(SERVER_PORT, i64::from(*port)));
+            }
+            v.into()
+        };
+        Self { chat: attrs(Operation::Chat), embeddings: attrs(Operation::Embeddings), expert, upstream_model }
+    }
+
+    fn for_op(&self, op: Operation) -> &[KeyValue] {
+        match op {
+            Operation::Chat => &self.chat,
+            Operation::Embeddings => &self.embeddings,
+        }
+    }
 }
 
 fn strings(v: impl IntoIterator<Item = String>) -> Value {
@@ -170,36 +229,45 @@ impl RequestTelemetry {
     /// the `triage.routing.decisions` counter.
     pub fn routed(&mut self, d: &Decision, started: Instant, policy_version: Option<&str>) {
         let Some(r) = &mut self.inner else { return };
-        r.request_model = d.model.clone();
-        r.category = d.category.clone();
-        let first = d.experts.first().map_or("", String::as_str);
-        r.instruments
-            .routing_decisions
-            .add(1, &[category_kv(&r.category), KeyValue::new(TRIAGE_EXPERT, first.to_string())]);
-        let Some(tracer) = &r.tracer else { return };
-        let now = SystemTime::now();
-        let mut attrs = vec![
-            KeyValue::new(GEN_AI_REQUEST_MODEL, d.model.clone()),
-            category_kv(&d.category),
-            KeyValue::new(TRIAGE_EXPERTS, strings(d.experts.iter().cloned())),
-            KeyValue::new(TRIAGE_ROUTE_REASONS, strings(d.reasons.iter().cloned())),
-        ];
-        if let Some(c) = d.confidence {
-            attrs.push(KeyValue::new(TRIAGE_CONFIDENCE, f64::from(c)));
+        r.request_model = KeyValue::new(GEN_AI_REQUEST_MODEL, shared(&d.model));
+        r.category = category_kv(&d.category);
+        let first = KeyValue::new(TRIAGE_EXPERT, d.experts.first().map_or("", String::as_str).to_string());
+        let decisions = [r.category.clone(), first];
+        let route = r.tracer.as_ref().map(|tracer| {
+            let now = SystemTime::now();
+            let mut attrs = vec![
+                r.request_model.clone(),
+                r.category.clone(),
+                KeyValue::new(TRIAGE_EXPERTS, strings(d.experts.iter().cloned())),
+                KeyValue::new(TRIAGE_ROUTE_REASONS, strings(d.reasons.iter().cloned())),
+            ];
+            if let Some(c) = d.confidence {
+                attrs.push(KeyValue::new(TRIAGE_CONFIDENCE, f64::from(c)));
+            }
+            if let Some(v) = policy_version {
+                attrs.push(KeyValue::new(TRIAGE_POLICY_VERSION, v.to_string()));
+            }
+            (tracer.clone(), r.cx.clone(), now.checked_sub(started.elapsed()).unwrap_or(now), now, attrs)
+        });
+        let instruments = r.instruments.clone();
+        r.instruments.deferred.run(move || {
+            instruments.routing_decisions.add(1, &decisions);
+            if let Some((tracer, cx, start, end, attrs)) = route {
+                let mut span = tracer
+                    .span_builder("route")
+                    .with_kind(SpanKind::Internal)
+                    .with_start_time(start)
+                    .with_attributes(attrs)
+                    .start_with_context(&tracer, &cx);
+                span.end_with_timestamp(end);
+            }
+        });
+        if r.tracer.is_none() {
+            return;
         }
-        if let Some(v) = policy_version {
-            attrs.push(KeyValue::new(TRIAGE_POLICY_VERSION, v.to_string()));
-        }
-        let mut span = tracer
-            .span_builder("route")
-            .with_kind(SpanKind::Internal)
-            .with_start_time(now.checked_sub(started.elapsed()).unwrap_or(now))
-            .with_attributes(attrs)
-            .start_with_context(tracer, &r.cx);
-        span.end_with_timestamp(now);
         let server = r.cx.span();
-        server.set_attribute(KeyValue::new(GEN_AI_REQUEST_MODEL, d.model.clone()));
-        server.set_attribute(category_kv(&d.category));
+        server.set_attribute(r.request_model.clone());
+        server.set_attribute(r.category.clone());
         if let Some(c) = d.confidence {
             server.set_attribute(KeyValue::new(TRIAGE_CONFIDENCE, f64::from(c)));
         }
@@ -211,7 +279,7 @@ impl RequestTelemetry {
         r.instruments.fallbacks.add(
             1,
             &[
-                category_kv(&r.category),
+                r.category.clone(),
                 KeyValue::new(TRIAGE_EXPERT, expert.to_string()),
                 KeyValue::new(TRIAGE_FALLBACK_REASON, reason),
             ],
@@ -229,27 +297,15 @@ impl RequestTelemetry {
         let Some(r) = &self.inner else {
             return Attempt { inner: None, headers: self.passthrough.clone() };
         };
-        let (provider, upstream_model, address) = match &expert.config.kind {
-            ExpertKind::OpenAi(remote) => (PROVIDER_OPENAI, remote.model.as_str(), server_address(&remote.base_url)),
-            ExpertKind::Local(_) => (PROVIDER_LOCAL, expert.name(), None),
-        };
-        let mut attrs = vec![
-            KeyValue::new(GEN_AI_OPERATION_NAME, r.op.name()),
-            KeyValue::new(GEN_AI_PROVIDER_NAME, provider),
-            KeyValue::new(GEN_AI_REQUEST_MODEL, upstream_model.to_string()),
-            KeyValue::new(TRIAGE_EXPERT, expert.name().to_string()),
-        ];
-        if let Some((host, port)) = address {
-            attrs.push(KeyValue::new(SERVER_ADDRESS, host));
-            attrs.push(KeyValue::new(SERVER_PORT, i64::from(port)));
-        }
+        let known = &expert.otel;
+        let attrs = known.for_op(r.op).to_vec();
         let cx = match &r.tracer {
             Some(tracer) => {
                 let mut span_attrs = attrs.clone();
                 span_attrs.push(KeyValue::new(TRIAGE_ATTEMPT, i64::from(n)));
-                span_attrs.push(category_kv(&r.category));
+                span_attrs.push(r.category.clone());
                 let span = tracer
-                    .span_builder(format!("{} {upstream_model}", r.op.name()))
+                    .span_builder(format!("{} {}", r.op.name(), known.upstream_model))
                     .with_kind(SpanKind::Client)
                     .with_attributes(span_attrs)
                     .start_with_context(tracer, &r.cx);
@@ -257,9 +313,13 @@ impl RequestTelemetry {
             }
             None => r.cx.clone(),
         };
-        let mut map = HeaderMap::new();
-        TraceContextPropagator::new().inject_context(&cx, &mut HeaderInjector(&mut map));
-        let headers = map.into_iter().filter_map(|(k, v)| k.map(|k| (k, v))).collect();
+        let headers = if cx.has_active_span() || cx.span().span_context().is_valid() {
+            let mut map = HeaderMap::new();
+            TraceContextPropagator::new().inject_context(&cx, &mut HeaderInjector(&mut map));
+            map.into_iter().filter_map(|(k, v)| k.map(|k| (k, v))).collect()
+        } else {
+            Vec::new()
+        };
         Attempt {
             inner: Some(Box::new(Att {
                 instruments: r.instruments.clone(),
@@ -270,7 +330,7 @@ impl RequestTelemetry {
                 attrs,
                 price: (expert.config.price.input_per_mtok, expert.config.price.output_per_mtok),
                 category: r.category.clone(),
-                expert: expert.name().to_string(),
+                expert: known.expert.clone(),
             })),
             headers,
         }
@@ -279,7 +339,7 @@ impl RequestTelemetry {
     /// The winning attempt answered with a complete body.
     pub fn answered(&mut self, a: Answer) {
         if let Some(r) = &mut self.inner {
-            r.response_model = a.response_model;
+            r.won = a.won;
             r.usage = a.usage;
         }
     }
@@ -292,24 +352,36 @@ impl RequestTelemetry {
 
     /// Ends the request with `result` (unless a stream took it over).
     pub fn finish<T>(&mut self, result: &Result<T, ApiError>) {
-        let Some(r) = self.inner.take() else { return };
-        match result {
-            Ok(_) => r.end(200, None, None),
-            Err(e) => r.end(e.status().as_u16(), Some(api_error_type(e)), Some(&e.to_string())),
-        }
+        let Some(mut r) = self.inner.take() else { return };
+        let at = Instant::now();
+        let (status, error, message) = match result {
+            Ok(_) => (200, None, None),
+            Err(e) => (e.status().as_u16(), Some(api_error_type(e)), Some(e.to_string())),
+        };
+        let deferred = r.instruments.clone();
+        deferred.deferred.run(move || {
+            if let Some(won) = r.won.take() {
+                r.response_model = won.end(r.usage);
+            }
+            r.end_at(at, status, error, message.as_deref(), None);
+        });
     }
 }
 
 impl Req {
-    fn end(self, status: u16, error: Option<&'static str>, message: Option<&str>) {
-        self.end_at(status, error, message, None);
-    }
-
-    fn end_at(self, status: u16, error: Option<&'static str>, message: Option<&str>, first_event: Option<Instant>) {
-        let elapsed = self.start.elapsed();
+    /// Records the request, which ended `at`, and ends its server span.
+    fn end_at(
+        self,
+        at: Instant,
+        status: u16,
+        error: Option<&'static str>,
+        message: Option<&str>,
+        first_event: Option<Instant>,
+    ) {
+        let elapsed = at.duration_since(self.start);
         let mut attrs = vec![
             KeyValue::new(GEN_AI_OPERATION_NAME, self.op.name()),
-            KeyValue::new(GEN_AI_REQUEST_MODEL, self.request_model.clone()),
+            self.request_model.clone(),
         ];
         if let Some(m) = &self.response_model {
             attrs.push(KeyValue::new(GEN_AI_RESPONSE_MODEL, m.clone()));
@@ -320,7 +392,7 @@ impl Req {
         let i = &self.instruments;
         i.server_duration.record(elapsed.as_secs_f64(), &attrs);
         let outcome = KeyValue::new(TRIAGE_OUTCOME, error.unwrap_or("ok"));
-        i.requests.add(1, &[attrs[0].clone(), attrs[1].clone(), category_kv(&self.category), outcome]);
+        i.requests.add(1, &[attrs[0].clone(), attrs[1].clone(), self.category.clone(), outcome]);
         if let Some(e) = error {
             i.errors.add(1, &[attrs[0].clone(), KeyValue::new(ERROR_TYPE, e)]);
         }
@@ -353,7 +425,7 @@ impl Req {
                 span.set_status(Status::error(message.unwrap_or(e).to_string()));
             }
         }
-        span.end();
+        span.end_with_timestamp(wall_clock(at));
     }
 }
 
@@ -375,8 +447,9 @@ struct Att {
     attrs: Vec<KeyValue>,
     /// Input and output price per million tokens.
     price: (f64, f64),
-    category: Option<String>,
-    expert: String,
+    category: KeyValue,
+    /// `triage.expert`.
+    expert: KeyValue,
 }
 
 /// One call to an expert.
@@ -385,11 +458,17 @@ pub struct Attempt {
     headers: TraceHeaders,
 }
 
-/// What the server span needs from the winning attempt.
-#[derive(Debug, Default)]
+/// The winning attempt and its body, read for `gen_ai.response.*` once the request ended.
+#[derive(Default)]
 pub struct Answer {
-    response_model: Option<String>,
+    won: Option<Won>,
     usage: Option<Usage>,
+}
+
+struct Won {
+    attempt: Box<Att>,
+    at: Instant,
+    body: Option<Bytes>,
 }
 
 /// The parts of an OpenAI response body that telemetry reports.
@@ -420,60 +499,69 @@ impl Attempt {
     /// The call failed before anything reached the client.
     pub fn failed(self, e: &ExpertError) {
         let Some(a) = self.inner else { return };
-        a.fail(e.kind(), &e.to_string());
+        let (at, kind) = (Instant::now(), e.kind());
+        let message = if a.tracing { e.to_string() } else { String::new() };
+        let deferred = a.instruments.clone();
+        deferred.deferred.run(move || a.fail(at, kind, &message));
     }
 
-    /// The call answered with a complete body (chat or embeddings).
-    pub fn succeeded(self, body: Option<&[u8]>, usage: Option<Usage>) -> Answer {
-        let Some(a) = self.inner else { return Answer::default() };
-        let head = body.and_then(|b| serde_json::from_slice::<ResponseHead>(b).ok());
+    /// The call answered with a complete body (chat or embeddings). The body is read for
+    /// the response's id, model and finish reasons when the request's telemetry ends,
+    /// off the request path.
+    pub fn succeeded(self, body: Option<Bytes>, usage: Option<Usage>) -> Answer {
+        let Some(attempt) = self.inner else { return Answer::default() };
+        Answer { won: Some(Won { attempt, at: Instant::now(), body }), usage }
+    }
+}
+
+impl Won {
+    /// Ends the attempt; returns the response model for the server span.
+    fn end(self, usage: Option<Usage>) -> Option<String> {
+        let a = self.attempt;
+        let head = self.body.as_deref().and_then(|b| serde_json::from_slice::<ResponseHead>(b).ok());
         let response_model = head.as_ref().and_then(|h| h.model.as_deref()).map(str::to_string);
-        if a.tracing {
+        if let (true, Some(h)) = (a.tracing, &head) {
             let span = a.cx.span();
-            if let Some(h) = &head {
-                if let Some(id) = &h.id {
-                    span.set_attribute(KeyValue::new(GEN_AI_RESPONSE_ID, id.to_string()));
-                }
-                let reasons: Vec<String> =
-                    h.choices.iter().filter_map(|c| c.finish_reason.as_deref().map(str::to_string)).collect();
-                if !reasons.is_empty() {
-                    span.set_attribute(KeyValue::new(GEN_AI_RESPONSE_FINISH_REASONS, strings(reasons)));
-                }
-                if a.capture_content {
-                    let out: Vec<&str> = h.choices.iter().filter_map(|c| c.message.map(RawValue::get)).collect();
-                    span.set_attribute(KeyValue::new(GEN_AI_OUTPUT_MESSAGES, format!("[{}]", out.join(","))));
-                }
+            if let Some(id) = &h.id {
+                span.set_attribute(KeyValue::new(GEN_AI_RESPONSE_ID, id.to_string()));
+            }
+            let reasons: Vec<String> =
+                h.choices.iter().filter_map(|c| c.finish_reason.as_deref().map(str::to_string)).collect();
+            if !reasons.is_empty() {
+                span.set_attribute(KeyValue::new(GEN_AI_RESPONSE_FINISH_REASONS, strings(reasons)));
+            }
+            if a.capture_content {
+                let out: Vec<&str> = h.choices.iter().filter_map(|c| c.message.map(RawValue::get)).collect();
+                span.set_attribute(KeyValue::new(GEN_AI_OUTPUT_MESSAGES, format!("[{}]", out.join(","))));
             }
         }
-        a.succeed(response_model.clone(), usage);
-        Answer { response_model, usage }
+        a.succeed(self.at, response_model.clone(), usage);
+        response_model
     }
 }
 
 impl Att {
-    fn fail(self, kind: &'static str, message: &str) {
+    fn fail(self, at: Instant, kind: &'static str, message: &str) {
         let mut attrs = self.attrs;
         attrs.push(KeyValue::new(ERROR_TYPE, kind));
-        self.instruments.client_duration.record(self.start.elapsed().as_secs_f64(), &attrs);
-        self.instruments
-            .attempts
-            .add(1, &[KeyValue::new(TRIAGE_EXPERT, self.expert), KeyValue::new(TRIAGE_OUTCOME, kind)]);
+        self.instruments.client_duration.record(at.duration_since(self.start).as_secs_f64(), &attrs);
+        self.instruments.attempts.add(1, &[self.expert, KeyValue::new(TRIAGE_OUTCOME, kind)]);
         if self.tracing {
             let span = self.cx.span();
             span.set_attribute(KeyValue::new(ERROR_TYPE, kind));
             span.set_status(Status::error(message.to_string()));
-            span.end();
+            span.end_with_timestamp(wall_clock(at));
         }
     }
 
-    fn succeed(self, response_model: Option<String>, usage: Option<Usage>) {
+    fn succeed(self, at: Instant, response_model: Option<String>, usage: Option<Usage>) {
         let i = &self.instruments;
         let mut attrs = self.attrs;
         if let Some(m) = &response_model {
             attrs.push(KeyValue::new(GEN_AI_RESPONSE_MODEL, m.clone()));
         }
-        i.client_duration.record(self.start.elapsed().as_secs_f64(), &attrs);
-        i.attempts.add(1, &[KeyValue::new(TRIAGE_EXPERT, self.expert.clone()), KeyValue::new(TRIAGE_OUTCOME, "ok")]);
+        i.client_duration.record(at.duration_since(self.start).as_secs_f64(), &attrs);
+        i.attempts.add(1, &[self.expert.clone(), KeyValue::new(TRIAGE_OUTCOME, "ok")]);
         let mut cost = None;
         if let Some(u) = usage {
             let mut with_type = attrs.clone();
@@ -486,7 +574,7 @@ impl Att {
             let usd = (u.prompt_tokens as f64 * self.price.0 + u.completion_tokens as f64 * self.price.1)
                 / TOKENS_PER_PRICE_UNIT;
             if usd > 0.0 {
-                i.cost.add(usd, &[category_kv(&self.category), KeyValue::new(TRIAGE_EXPERT, self.expert.clone())]);
+                i.cost.add(usd, &[self.category.clone(), self.expert.clone()]);
             }
             cost = Some(usd);
         }
@@ -502,9 +590,15 @@ impl Att {
             if let Some(c) = cost {
                 span.set_attribute(KeyValue::new(TRIAGE_COST, c));
             }
-            span.end();
+            span.end_with_timestamp(wall_clock(at));
         }
     }
+}
+
+/// The wall-clock time of `at`, for ending a span later than the moment it describes.
+fn wall_clock(at: Instant) -> SystemTime {
+    let now = SystemTime::now();
+    now.checked_sub(at.elapsed()).unwrap_or(now)
 }
 
 /// A streamed answer's request and attempt, ended by the relay.
@@ -517,35 +611,33 @@ impl StreamTelemetry {
     /// The stream ended (completed, failed mid-way, or the client left).
     pub fn finish(self, o: &RelayOutcome) {
         let Some(mut r) = self.request else { return };
+        let at = Instant::now();
         r.usage = o.usage;
-        match (o.error, self.attempt.inner) {
+        r.response_model.clone_from(&o.response_model);
+        let attempt = self.attempt.inner;
+        let o = o.clone();
+        let deferred = r.instruments.clone();
+        deferred.deferred.run(move || match (o.error, attempt) {
             (Some(kind), Some(a)) => {
                 let message = format!("the stream ended early: {kind}");
-                a.fail(kind, &message);
+                a.fail(at, kind, &message);
                 // The status line said 200 long ago; the error is in the span and the metrics.
-                r.end_at(200, Some(kind), Some(&message), None);
+                r.end_at(at, 200, Some(kind), Some(&message), None);
             }
             (None, Some(a)) => {
                 if a.tracing {
                     let span = a.cx.span();
-                    if let Some(id) = &o.response_id {
-                        span.set_attribute(KeyValue::new(GEN_AI_RESPONSE_ID, id.clone()));
+                    if let Some(id) = o.response_id {
+                        span.set_attribute(KeyValue::new(GEN_AI_RESPONSE_ID, id));
                     }
                     if !o.finish_reasons.is_empty() {
-                        span.set_attribute(KeyValue::new(
-                            GEN_AI_RESPONSE_FINISH_REASONS,
-                            strings(o.finish_reasons.clone()),
-                        ));
+                        span.set_attribute(KeyValue::new(GEN_AI_RESPONSE_FINISH_REASONS, strings(o.finish_reasons)));
                     }
                 }
-                r.response_model.clone_from(&o.response_model);
-                a.succeed(o.response_model.clone(), o.usage);
-                r.end_at(200, None, None, o.first_event_at);
+                a.succeed(at, o.response_model, o.usage);
+                r.end_at(at, 200, None, None, o.first_event_at);
             }
-            (error, None) => {
-                r.response_model.clone_from(&o.response_model);
-                r.end_at(200, error, None, o.first_event_at)
-            }
-        }
+            (error, None) => r.end_at(at, 200, error, None, o.first_event_at),
+        });
     }
 }
