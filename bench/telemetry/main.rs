@@ -20,10 +20,13 @@ use triage::telemetry::{Telemetry, TelemetryConfig};
 use triage::{config, server, state::AppState};
 
 /// Requests per mode after warm-up; enough for a stable median and p99 at ~100 µs each.
-const REQUESTS: usize = 5000;
+const REQUESTS: usize = 10_000;
 const WARMUP: usize = 500;
-/// Rounds alternate the modes so drift (CPU frequency, other processes) hits all alike.
-const ROUNDS: usize = 3;
+/// The modes take turns every this many requests, so drift (CPU frequency, other
+/// processes: the development machine is shared) hits all of them alike. Whole-mode
+/// rounds of thousands of requests let a busy second favour one mode by more than the
+/// few microseconds measured here.
+const BLOCK: usize = 10;
 
 const RESPONSE: &str = r#"{"id":"chatcmpl-bench","object":"chat.completion","created":1,"model":"up-bench","choices":[{"index":0,"message":{"role":"assistant","content":"Hello from the bench backend."},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":7,"total_tokens":19}}"#;
 const REQUEST: &str = r#"{"model":"triage","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Say hello in five words."}]}"#;
@@ -113,9 +116,9 @@ async fn main() {
     for (_, url) in &modes {
         measure(&client, url, WARMUP).await;
     }
-    for _ in 0..ROUNDS {
+    for _ in 0..REQUESTS / BLOCK {
         for (i, (_, url)) in modes.iter().enumerate() {
-            samples[i].extend(measure(&client, url, REQUESTS / ROUNDS).await);
+            samples[i].extend(measure(&client, url, BLOCK).await);
         }
     }
     let mut direct_p50 = 0.0;
