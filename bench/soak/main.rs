@@ -172,7 +172,12 @@ async fn one(client: reqwest::Client, base: Arc<str>, n: u64, tally: Arc<Tally>)
                       "messages": [{"role": "user", "content": format!("soak request {n}: say something short")}]});
     let started = Instant::now();
     let outcome = async {
-        let r = client.post(format!("{base}/v1/chat/completions")).json(&body).send().await.map_err(|e| format!("send: {e}"))?;
+        let r = client
+            .post(format!("{base}/v1/chat/completions"))
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| format!("send: {e}"))?;
         let status = r.status();
         let id = r.headers().get("x-triage-request-id").and_then(|v| v.to_str().ok()).map(str::to_string);
         let text = r.text().await.map_err(|e| format!("body: {e}"))?;

@@ -136,7 +136,10 @@ impl Stream for Relay {
                             // Close the cut event so the error event parses on its own.
                             rest.extend_from_slice(b"\n\n");
                         }
-                        rest.extend_from_slice(&stream_error_event("the expert's stream ended before [DONE]", TRUNCATED));
+                        rest.extend_from_slice(&stream_error_event(
+                            "the expert's stream ended before [DONE]",
+                            TRUNCATED,
+                        ));
                     }
                     self.finish();
                     if !rest.is_empty() {

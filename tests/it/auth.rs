@@ -385,7 +385,8 @@ fn authentication_is_off_only_by_config_and_the_log_says_so_loudly() {
 async fn refused_requests_are_in_the_ledger_with_the_tenant_when_the_key_is_known() {
     let dir = tempfile::tempdir().unwrap();
     let mock = Mock::start("a", Behavior::Ok).await;
-    let extra = format!("{}[ledger]\npath = \"{}\"\n", auth_section(&dir.path().join("keys")), dir.path().join("l").display());
+    let extra =
+        format!("{}[ledger]\npath = \"{}\"\n", auth_section(&dir.path().join("keys")), dir.path().join("l").display());
     let gw = Gateway::start(&config(&mock, &extra)).await;
     let key = create_key(&gw, json!({"name": "once", "tenant": "acme", "rpm": 1, "models": ["triage"]})).await;
     let id = |r: &reqwest::Response| r.headers()["x-triage-request-id"].to_str().unwrap().to_string();
@@ -393,12 +394,17 @@ async fn refused_requests_are_in_the_ledger_with_the_tenant_when_the_key_is_know
     let bad_key = post_key(&gw, Some("sk-triage-nope"), "/v1/chat/completions", &chat("triage")).await;
     assert_eq!(post_key(&gw, Some(&key), "/v1/chat/completions", &chat("triage")).await.status(), 200);
     let over_rpm = post_key(&gw, Some(&key), "/v1/chat/completions", &chat("triage")).await;
-    let ids = [(id(&no_key), 401, "unauthorized", None), (id(&bad_key), 401, "unauthorized", None), (id(&over_rpm), 429, "rate_limited", Some("acme"))];
+    let ids = [
+        (id(&no_key), 401, "unauthorized", None),
+        (id(&bad_key), 401, "unauthorized", None),
+        (id(&over_rpm), 429, "rate_limited", Some("acme")),
+    ];
     error_of(over_rpm, 429).await;
     let ledger = gw.state.ledger.as_ref().unwrap();
     ledger.flush().await.unwrap();
     for (id, status, label, tenant) in ids {
-        let rec = ledger.get(&id).unwrap().unwrap_or_else(|| panic!("refusal {id} ({status} {label}) is not in the ledger"));
+        let rec =
+            ledger.get(&id).unwrap().unwrap_or_else(|| panic!("refusal {id} ({status} {label}) is not in the ledger"));
         assert_eq!((rec.status, rec.error.as_deref(), rec.tenant.as_deref()), (status, Some(label), tenant), "{rec:?}");
         if tenant.is_some() {
             assert_eq!(rec.api_key.as_deref(), Some("once"));

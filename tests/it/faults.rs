@@ -32,7 +32,9 @@ async fn post(gw: &Gateway, body: &Value) -> reqwest::Response {
 fn events(text: &str) -> Vec<Value> {
     text.split("\n\n")
         .filter_map(|e| e.trim().strip_prefix("data: "))
-        .map(|d| if d == "[DONE]" { json!("[DONE]") } else { serde_json::from_str(d).unwrap_or(json!({"unparsed": d})) })
+        .map(
+            |d| if d == "[DONE]" { json!("[DONE]") } else { serde_json::from_str(d).unwrap_or(json!({"unparsed": d})) },
+        )
         .collect()
 }
 
@@ -99,7 +101,10 @@ async fn a_connection_reset_before_the_answer_falls_back_and_alone_is_a_502() {
 
     let (gw, f) = alone(Fault::Reset, DEFAULT_TIMEOUTS, "").await;
     let v = error_of(post(&gw, &chat("f", false)).await, 502).await;
-    assert_eq!((v["error"]["type"].as_str(), v["error"]["code"].as_str()), (Some("server_error"), Some("upstream_error")));
+    assert_eq!(
+        (v["error"]["type"].as_str(), v["error"]["code"].as_str()),
+        (Some("server_error"), Some("upstream_error"))
+    );
     assert_eq!(f.hits(), 3, "retried up to max_attempts");
     settles(&gw, &f).await;
 }

@@ -270,11 +270,8 @@ async fn read_request(tcp: &mut tokio::net::TcpStream) -> Option<Value> {
         buf.extend_from_slice(&chunk[..n]);
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
-    let len: usize = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
+    let len: usize =
+        head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
     while buf.len() < head_end + len {
         let n = tcp.read(&mut chunk).await.ok().filter(|n| *n > 0)?;
         buf.extend_from_slice(&chunk[..n]);
