@@ -28,6 +28,9 @@ const FAIL_EVERY: usize = 20;
 const STREAM_EVERY: u64 = 5;
 /// How often the gateway process is sampled.
 const SAMPLE_EVERY: Duration = Duration::from_secs(30);
+/// After the load, how long to wait before the last sample: reqwest keeps idle pooled
+/// connections (the gateway's to the backends) for 90 s, so after this only leaks remain.
+const SETTLE: Duration = Duration::from_secs(100);
 /// The ledger's flush interval, as in the shipped default.
 const FLUSH_MS: u64 = 200;
 
@@ -36,19 +39,25 @@ struct Args {
     minutes: f64,
     rate: u32,
     out: Option<PathBuf>,
+    /// Without the ledger: tells the gateway's own memory from sled's page cache.
+    ledger: bool,
 }
 
 fn args() -> Result<Args> {
-    let mut a = Args { bin: PathBuf::from("target/debug/triage"), minutes: 10.0, rate: 200, out: None };
+    let mut a = Args { bin: PathBuf::from("target/debug/triage"), minutes: 10.0, rate: 200, out: None, ledger: true };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
+        if k == "--no-ledger" {
+            a.ledger = false;
+            continue;
+        }
         let v = it.next().with_context(|| format!("{k} needs a value"))?;
         match k.as_str() {
             "--bin" => a.bin = v.into(),
             "--minutes" => a.minutes = v.parse()?,
             "--rate" => a.rate = v.parse()?,
             "--out" => a.out = Some(v.into()),
-            _ => bail!("unknown option {k} (--bin, --minutes, --rate, --out)"),
+            _ => bail!("unknown option {k} (--bin, --minutes, --rate, --out, --no-ledger)"),
         }
     }
     Ok(a)
@@ -201,14 +210,18 @@ async fn one(client: reqwest::Client, base: Arc<str>, n: u64, tally: Arc<Tally>)
     }
 }
 
-fn write_config(dir: &Path, port: u16, a: &str, b: &str) -> Result<PathBuf> {
+fn write_config(dir: &Path, port: u16, a: &str, b: &str, ledger: bool) -> Result<PathBuf> {
+    let ledger = if ledger {
+        format!("[ledger]\npath = \"{}\"\nflush_interval_ms = {FLUSH_MS}\n", dir.join("ledger").display())
+    } else {
+        String::new()
+    };
     let text = format!(
-        "[server]\nlisten = \"127.0.0.1:{port}\"\n[ledger]\npath = \"{}\"\nflush_interval_ms = {FLUSH_MS}\n\
+        "[server]\nlisten = \"127.0.0.1:{port}\"\n{ledger}\
          [resilience]\nbackoff_base_ms = 5\nbackoff_max_ms = 50\n\
          [[experts]]\nname = \"flaky\"\nkind = \"openai\"\nbase_url = \"{a}\"\ntimeouts = {{ connect_ms = 1000, first_byte_ms = 5000, total_ms = 10000 }}\n\
          [[experts]]\nname = \"steady\"\nkind = \"openai\"\nbase_url = \"{b}\"\ntimeouts = {{ connect_ms = 1000, first_byte_ms = 5000, total_ms = 10000 }}\n\
-         [[models]]\nname = \"triage\"\nexperts = [\"flaky\", \"steady\"]\n",
-        dir.join("ledger").display()
+         [[models]]\nname = \"triage\"\nexperts = [\"flaky\", \"steady\"]\n"
     );
     let path = dir.join("soak.toml");
     std::fs::write(&path, text)?;
@@ -230,7 +243,7 @@ async fn main() -> Result<()> {
     let (a_url, a) = start_backend(Some(FAIL_EVERY)).await?;
     let (b_url, b) = start_backend(None).await?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let config = write_config(dir.path(), port, &a_url, &b_url)?;
+    let config = write_config(dir.path(), port, &a_url, &b_url, args.ledger)?;
     let log = std::fs::File::create(dir.path().join("triage.log"))?;
     let mut child = tokio::process::Command::new(&args.bin)
         .args(["serve", "--no-watch", "--config"])
@@ -284,21 +297,27 @@ async fn main() -> Result<()> {
     let idle = sample(&client, &base, pid, t0, n).await;
     eprintln!("idle: {idle:?}");
     drop(client);
+    tokio::time::sleep(SETTLE).await;
+    let fresh = reqwest::Client::builder().pool_max_idle_per_host(0).build()?;
+    let settled = sample(&fresh, &base, pid, t0, n).await;
+    eprintln!("settled: {settled:?}");
 
     // A clean shutdown, then every answered request must have its record.
     let pid_s = pid.to_string();
     std::process::Command::new("kill").args(["-TERM", &pid_s]).status()?;
     let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await??;
-    let ledger = triage::ledger::Ledger::open(triage::ledger::LedgerConfig::new(dir.path().join("ledger")))?;
     let ids = std::mem::take(&mut *tally.ids.lock().unwrap_or_else(|p| p.into_inner()));
-    let mut lost = 0u64;
-    for id in &ids {
-        if ledger.get(id)?.is_none() {
-            lost += 1;
+    let (mut lost, mut records) = (0u64, 0usize);
+    if args.ledger {
+        let ledger = triage::ledger::Ledger::open(triage::ledger::LedgerConfig::new(dir.path().join("ledger")))?;
+        for id in &ids {
+            if ledger.get(id)?.is_none() {
+                lost += 1;
+            }
         }
+        records = ledger.scan(0).count();
+        ledger.close().await?;
     }
-    let records = ledger.scan(0).count();
-    ledger.close().await?;
 
     let mut lat = std::mem::take(&mut *tally.latencies_us.lock().unwrap_or_else(|p| p.into_inner()));
     lat.sort_unstable();
@@ -317,10 +336,11 @@ async fn main() -> Result<()> {
         "faults_injected_and_survived": faults,
         "backend_hits": {"flaky": a.hits.load(Ordering::Relaxed), "steady": b.hits.load(Ordering::Relaxed)},
         "latency_ms": {"p50": percentile(&lat, 0.5), "p99": percentile(&lat, 0.99), "max": percentile(&lat, 1.0)},
-        "ledger": {"records": records, "answered_requests_missing": lost},
+        "ledger": if args.ledger { json!({"records": records, "answered_requests_missing": lost}) } else { json!("off") },
         "exit_status": status.code(),
         "samples": samples,
         "idle_after_5s": idle,
+        "settled_after_load": settled,
     });
     let text = serde_json::to_string_pretty(&report)?;
     println!("{text}");

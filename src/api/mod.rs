@@ -63,12 +63,34 @@ async fn guard(State(state): State<Arc<AppState>>, mut req: Request, next: Next)
         Err(refusal) => refused(&state, refusal, started).await,
     };
     let (parts, body) = resp.into_parts();
-    // `map_frame` keeps the body's size hint (Content-Length) and end-of-stream signal.
-    let body = http_body_util::BodyExt::map_frame(body, move |frame| {
-        let _ = &held;
-        frame
-    });
-    Response::from_parts(parts, axum::body::Body::new(body))
+    Response::from_parts(parts, axum::body::Body::new(Counted { body, _held: held }))
+}
+
+/// A response body that holds its request's count in flight until it is finished or
+/// dropped; size hint (so `Content-Length`) and end of stream are the inner body's.
+struct Counted {
+    body: axum::body::Body,
+    _held: crate::server::Held,
+}
+
+impl axum::body::HttpBody for Counted {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// Answers a refused request, and records it: a gateway that never loses a log line logs

@@ -93,6 +93,7 @@ async fn a_connection_reset_before_the_answer_falls_back_and_alone_is_a_502() {
         let resp = post(&gw, &chat("triage", stream)).await;
         assert_eq!(resp.status(), 200, "stream={stream}");
         assert_eq!(resp.headers()["x-triage-expert"], "b");
+        assert_eq!(resp.headers().contains_key("content-length"), !stream, "JSON answers keep their length");
         let text = resp.text().await.unwrap();
         assert!(text.contains("mock"), "{text}");
     }
