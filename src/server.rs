@@ -6,6 +6,7 @@
 //! on the header buffer.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +26,51 @@ const HEADER_BUFFER_FACTOR: usize = 2;
 const MIN_HYPER_BUFFER: usize = 8 * 1024;
 /// After a failed `accept` (out of file descriptors, usually), pause instead of spinning.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
+
+/// What a leak would make grow: open client connections and requests in flight (a request
+/// counts until its response body, a stream included, is finished or dropped). Served on
+/// `/metrics`; the fault and soak tests check both return to zero.
+#[derive(Debug, Default)]
+pub struct Load {
+    connections: Arc<AtomicUsize>,
+    requests: Arc<AtomicUsize>,
+}
+
+impl Load {
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::Acquire)
+    }
+
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn connection(&self) -> Held {
+        Held::of(&self.connections)
+    }
+
+    pub(crate) fn request(&self) -> Held {
+        Held::of(&self.requests)
+    }
+}
+
+/// One count in a [`Load`] gauge, given back on drop (so a panic or a cancelled future
+/// cannot leave it counted).
+#[derive(Debug)]
+pub struct Held(Arc<AtomicUsize>);
+
+impl Held {
+    fn of(gauge: &Arc<AtomicUsize>) -> Held {
+        gauge.fetch_add(1, Ordering::AcqRel);
+        Held(gauge.clone())
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// Serves until `shutdown` resolves, then stops accepting, marks the gateway not-ready,
 /// and lets in-flight requests and streams finish for up to `grace`.
@@ -70,6 +116,7 @@ pub async fn run(
         let service = TowerToHyperService::new(app.clone());
         let conn = http.serve_connection(TokioIo::new(tcp), service);
         let mut stop = stop_rx.clone();
+        let held = state.load.connection();
         tokio::spawn(async move {
             tokio::pin!(conn);
             let result = tokio::select! {
@@ -83,6 +130,7 @@ pub async fn run(
             if let Err(e) = result {
                 tracing::debug!(error = %e, peer = %peer, "Connection ended with an error.");
             }
+            drop(held);
             drop(permit);
         });
     }

@@ -30,6 +30,8 @@ pub struct AppState {
     pub reload_source: Option<ReloadSource>,
     pub reload_lock: tokio::sync::Mutex<()>,
     pub policy_status: std::sync::Mutex<PolicyStatus>,
+    /// Open connections and requests in flight (`server` and the `api` guard count them).
+    pub load: crate::server::Load,
 }
 
 impl AppState {
@@ -81,6 +83,7 @@ impl AppState {
             draining: AtomicBool::new(false),
             reload_source: source,
             reload_lock: tokio::sync::Mutex::new(()),
+            load: crate::server::Load::default(),
         })
     }
 

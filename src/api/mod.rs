@@ -17,7 +17,7 @@ use axum::Extension;
 use axum::{Json, Router};
 use serde_json::json;
 
-use crate::auth::Principal;
+use crate::auth::{Principal, Refusal};
 use crate::dispatch::{self, HEADER_REQUEST_ID};
 use crate::state::AppState;
 use crate::telemetry::prometheus;
@@ -53,19 +53,71 @@ pub fn app(state: Arc<AppState>) -> Router {
 }
 
 /// Checks header size and the credential the path needs; a client key travels on to the
-/// handlers as a [`Principal`] extension.
+/// handlers as a [`Principal`] extension. Counts the request in flight until its response
+/// body is finished or dropped.
 async fn guard(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
-    match admit(&state, &mut req) {
+    let held = state.load.request();
+    let started = std::time::Instant::now();
+    let resp = match admit(&state, &mut req) {
         Ok(()) => next.run(req).await,
-        Err(e) => with_request_id(Err(e)),
+        Err(refusal) => refused(&state, refusal, started).await,
+    };
+    let (parts, body) = resp.into_parts();
+    Response::from_parts(parts, axum::body::Body::new(Counted { body, _held: held }))
+}
+
+/// A response body that holds its request's count in flight until it is finished or
+/// dropped; size hint (so `Content-Length`) and end of stream are the inner body's.
+struct Counted {
+    body: axum::body::Body,
+    _held: crate::server::Held,
+}
+
+impl axum::body::HttpBody for Counted {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }
 
-fn admit(state: &AppState, req: &mut Request) -> Result<(), ApiError> {
+/// Answers a refused request, and records it: a gateway that never loses a log line logs
+/// the requests it turns away too (with the key and tenant when the key was valid).
+async fn refused(state: &AppState, refusal: Refusal, started: std::time::Instant) -> Response {
+    let id = ulid::Ulid::new();
+    if let Some(ledger) = &state.ledger {
+        let mut rec = crate::ledger::Record::with_id(id, "");
+        rec.status = refusal.error.status().as_u16();
+        rec.error = Some(refusal.error.label().to_string());
+        rec.latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        if let Some(key) = &refusal.key {
+            rec.api_key = Some(key.spec.name.clone());
+            rec.tenant = Some(key.tenant().to_string());
+        }
+        if let Err(rec) = ledger.try_record(rec) {
+            ledger.record(rec).await;
+        }
+    }
+    with_id(Err(refusal.error), id)
+}
+
+fn admit(state: &AppState, req: &mut Request) -> Result<(), Refusal> {
     // Name, value, ": " and CRLF: the size the client actually sent.
     let header_bytes: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
     if header_bytes > state.limits.max_header_bytes {
-        return Err(ApiError::HeadersTooLarge { limit: state.limits.max_header_bytes, got: header_bytes });
+        return Err(ApiError::HeadersTooLarge { limit: state.limits.max_header_bytes, got: header_bytes }.into());
     }
     if let Some(auth) = &state.auth {
         if let Some(principal) = auth.authenticate(req.uri().path(), req.headers())? {
@@ -184,9 +236,24 @@ async fn admin_stats(
 /// Prometheus scrape endpoint; 404 when telemetry is off (`OTEL_SDK_DISABLED=true`).
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     match state.telemetry.render_prometheus() {
-        Some(text) => {
+        Some(mut text) => {
+            server_gauges(&mut text, &state.load);
             ([(header::CONTENT_TYPE, HeaderValue::from_static(prometheus::CONTENT_TYPE))], text).into_response()
         }
         None => ApiError::RouteNotFound.into_response(),
+    }
+}
+
+/// The gauges a leak would grow, read at scrape time: open client connections, requests in
+/// flight (this scrape included) and the tokio runtime's live tasks.
+fn server_gauges(text: &mut String, load: &crate::server::Load) {
+    use std::fmt::Write;
+    let tasks = tokio::runtime::Handle::try_current().map_or(0, |h| h.metrics().num_alive_tasks());
+    for (name, help, value) in [
+        ("triage_server_open_connections", "Client connections open.", load.connections()),
+        ("triage_server_requests_in_flight", "Requests whose response has not finished.", load.requests()),
+        ("triage_runtime_alive_tasks", "Tasks alive in the gateway's tokio runtime.", tasks),
+    ] {
+        let _ = write!(text, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n");
     }
 }

@@ -49,6 +49,20 @@ pub fn access(path: &str) -> Access {
     }
 }
 
+/// A request the credentials check turned away, with the key when it was a valid one
+/// (refused for its rate limit or budget), so the refusal's ledger record names it.
+#[derive(Debug)]
+pub struct Refusal {
+    pub error: ApiError,
+    pub key: Option<Arc<KeyInfo>>,
+}
+
+impl From<ApiError> for Refusal {
+    fn from(error: ApiError) -> Self {
+        Refusal { error, key: None }
+    }
+}
+
 /// The client key a request was made with; handlers find it in the request's extensions.
 #[derive(Debug, Clone)]
 pub struct Principal {
@@ -112,7 +126,7 @@ impl Auth {
 
     /// Checks the credential `path` needs. Client keys also pass their RPM limit and
     /// budgets here, so every endpoint is limited alike.
-    pub fn authenticate(&self, path: &str, headers: &HeaderMap) -> Result<Option<Principal>, ApiError> {
+    pub fn authenticate(&self, path: &str, headers: &HeaderMap) -> Result<Option<Principal>, Refusal> {
         let access = access(path);
         if access == Access::Public {
             return Ok(None);
@@ -122,28 +136,35 @@ impl Auth {
             // Comparing digests, not secrets: timing reveals nothing about the key.
             return match &self.admin_key_hash {
                 Some(h) if *h == keys::hash_secret(token) => Ok(None),
-                _ => Err(ApiError::AdminKeyRequired),
+                _ => Err(ApiError::AdminKeyRequired.into()),
             };
         }
         let key = match self.store.lookup(token) {
             Ok(Some(k)) if !k.is_revoked() => k,
-            Ok(Some(_)) => return Err(ApiError::RevokedApiKey),
-            Ok(None) => return Err(ApiError::InvalidApiKey),
+            Ok(Some(_)) => return Err(ApiError::RevokedApiKey.into()),
+            Ok(None) => return Err(ApiError::InvalidApiKey.into()),
             Err(e) => {
                 tracing::error!(error = %e, "Keys database lookup failed.");
-                return Err(ApiError::Keys(e.to_string()));
+                return Err(ApiError::Keys(e.to_string()).into());
             }
         };
-        let now = Instant::now();
-        if let Some(rpm) = &self.limiters_of(&key).rpm {
-            rpm.check(1, now).map_err(|wait| ApiError::RateLimited {
+        let key = Arc::new(key);
+        match self.check_limits(&key) {
+            Ok(()) => Ok(Some(Principal { key })),
+            Err(error) => Err(Refusal { error, key: Some(key) }),
+        }
+    }
+
+    /// RPM and budgets: what a valid key can still be refused for.
+    fn check_limits(&self, key: &KeyInfo) -> Result<(), ApiError> {
+        if let Some(rpm) = &self.limiters_of(key).rpm {
+            rpm.check(1, Instant::now()).map_err(|wait| ApiError::RateLimited {
                 kind: RateLimitKind::Requests,
                 limit: rpm.capacity(),
                 retry_after_secs: retry_secs(wait),
             })?;
         }
-        self.check_budget(&key, now_ms())?;
-        Ok(Some(Principal { key: Arc::new(key) }))
+        self.check_budget(key, now_ms())
     }
 
     fn check_budget(&self, key: &KeyInfo, now: u64) -> Result<(), ApiError> {

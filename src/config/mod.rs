@@ -240,6 +240,8 @@ pub struct LocalSettings {
     pub context_length: Option<usize>,
     pub threads: Option<usize>,
     pub queue_limit: usize,
+    /// One tenant's share of `queue_limit`; None: half of it, rounded up.
+    pub tenant_queue_limit: Option<usize>,
     pub weights: Option<String>,
     pub tokenizer: Option<PathBuf>,
     pub chat_template: Option<String>,
@@ -645,6 +647,7 @@ impl Validator<'_> {
                     (e.context_length.is_some(), "context_length"),
                     (e.threads.is_some(), "threads"),
                     (e.queue_limit.is_some(), "queue_limit"),
+                    (e.tenant_queue_limit.is_some(), "tenant_queue_limit"),
                     (e.weights.is_some(), "weights"),
                     (e.tokenizer.is_some(), "tokenizer"),
                     (e.chat_template.is_some(), "chat_template"),
@@ -708,6 +711,13 @@ impl Validator<'_> {
                 if queue_limit == 0 {
                     return Err(invalid(file, format!("{path}.queue_limit"), "must be at least 1, got 0"));
                 }
+                if let Some(t) = e.tenant_queue_limit.filter(|t| *t == 0 || *t > queue_limit) {
+                    return Err(invalid(
+                        file,
+                        format!("{path}.tenant_queue_limit"),
+                        format!("must be between 1 and queue_limit ({queue_limit}), got {t}"),
+                    ));
+                }
                 if let Some(w) = &e.weights {
                     if !matches!(w.as_str(), "quantized" | "f16" | "f32") {
                         return Err(invalid(
@@ -753,6 +763,7 @@ impl Validator<'_> {
                     context_length: e.context_length,
                     threads: e.threads,
                     queue_limit,
+                    tenant_queue_limit: e.tenant_queue_limit,
                     weights: e.weights,
                     tokenizer: e.tokenizer.map(|t| self.model_path(&t)),
                     chat_template: e.chat_template,

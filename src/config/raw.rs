@@ -151,6 +151,8 @@ pub struct RawExpert {
     pub context_length: Option<usize>,
     pub threads: Option<usize>,
     pub queue_limit: Option<usize>,
+    /// How many of `queue_limit` one tenant may hold; default half, rounded up.
+    pub tenant_queue_limit: Option<usize>,
     pub weights: Option<String>,
     pub tokenizer: Option<String>,
     pub chat_template: Option<String>,

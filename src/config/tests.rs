@@ -70,6 +70,18 @@ fn keys_of_the_other_kind_are_rejected() {
 }
 
 #[test]
+fn a_tenant_share_must_fit_the_queue() {
+    let local = "[[experts]]\nname = \"l\"\nkind = \"local\"\npath = \"x.gguf\"\nqueue_limit = 4\n";
+    let err = load(&format!("{local}tenant_queue_limit = 5\n")).unwrap_err().to_string();
+    assert!(
+        err.contains("experts[0].tenant_queue_limit") && err.contains("between 1 and queue_limit (4), got 5"),
+        "{err}"
+    );
+    let c = load(&format!("{local}tenant_queue_limit = 4\n")).unwrap();
+    assert!(matches!(&c.experts[0].kind, ExpertKind::Local(s) if s.tenant_queue_limit == Some(4)));
+}
+
+#[test]
 fn the_embedded_default_is_valid() {
     let c = embedded_default().unwrap();
     assert!(c.models.iter().any(|m| m.name == "triage"));

@@ -166,7 +166,12 @@ async fn chat_inner(
     let last = decision.experts.last().cloned();
     let attempt = attempt_all(&snapshot, &decision, &mut rec.tried, tel, |e, trace| {
         let body = &req.body;
-        let opts = CallOptions { stream: req.stream, not_hot, last_candidate: last.as_deref() == Some(e.name()) };
+        let opts = CallOptions {
+            stream: req.stream,
+            not_hot,
+            last_candidate: last.as_deref() == Some(e.name()),
+            tenant: principal.map(|p| p.key.tenant()),
+        };
         async move {
             if !e.config.supports(Capability::Chat) {
                 return Err(ExpertError::Unavailable {
@@ -391,8 +396,9 @@ where
             }
             Err(e) if e.retryable() => {
                 tracing::warn!(error = %e, expert = %expert.name(), attempt = attempts, "Expert call failed; trying the next.");
-                // A local expert still loading is healthy: its breaker must not open.
-                if !matches!(e, ExpertError::NotHot { .. }) {
+                // A local expert still loading, or with a full queue, is healthy: its
+                // breaker must not open (else one tenant's flood would shut out all).
+                if !matches!(e, ExpertError::NotHot { .. } | ExpertError::Overloaded { .. }) {
                     expert.breaker.record_failure();
                 }
                 tried.push(expert.name().to_string());

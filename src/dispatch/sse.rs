@@ -13,6 +13,10 @@ use futures::Stream;
 use crate::api::error::stream_error_event;
 use crate::experts::{ExpertError, Usage};
 
+/// The error code of a stream the expert ended (cleanly) before its `data: [DONE]`: the
+/// answer is cut short, and the client must be able to tell.
+pub const TRUNCATED: &str = "stream_truncated";
+
 /// How a relayed stream ended; handed to the `on_finish` callback exactly once, also
 /// when the client goes away mid-stream (then `completed` is false).
 #[derive(Debug, Default, Clone)]
@@ -39,6 +43,8 @@ pub struct Relay {
     done: bool,
     /// The first data event was read for the response id and model.
     head_seen: bool,
+    /// The expert sent `data: [DONE]`, its promise that the answer is complete.
+    saw_done: bool,
 }
 
 impl Relay {
@@ -55,6 +61,7 @@ impl Relay {
             on_finish: Some(Box::new(on_finish)),
             done: false,
             head_seen: false,
+            saw_done: false,
         }
     }
 
@@ -78,6 +85,8 @@ impl Relay {
                 self.observe(&rest[..end]);
                 rest = &rest[end..];
             }
+            // `[DONE]` is the last event, so the chunk's last event is the one to check.
+            self.saw_done |= ends_with_done(&chunk);
             return chunk;
         }
         self.partial.extend_from_slice(&chunk);
@@ -85,6 +94,7 @@ impl Relay {
         while let Some(end) = event_end(&self.partial) {
             let event = self.partial.split_to(end).freeze();
             self.observe(&event);
+            self.saw_done |= ends_with_done(&event);
             if contains(&event, b"\"usage\"") {
                 if let Some(kept) = self.inspect_usage(&event) {
                     out.extend_from_slice(&kept);
@@ -147,11 +157,25 @@ impl Stream for Relay {
             match self.upstream.as_mut().poll_next(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(None) => {
-                    let rest = self.partial.split().freeze();
-                    self.outcome.completed = true;
+                    let mut rest = self.partial.split();
+                    self.saw_done |= ends_with_done(&rest);
+                    if self.saw_done {
+                        self.outcome.completed = true;
+                    } else {
+                        tracing::warn!("Expert stream ended before data: [DONE]; telling the client.");
+                        self.outcome.error = Some(TRUNCATED);
+                        if !rest.is_empty() && !ends_with_event_boundary(&rest) {
+                            // Close the cut event so the error event parses on its own.
+                            rest.extend_from_slice(b"\n\n");
+                        }
+                        rest.extend_from_slice(&stream_error_event(
+                            "the expert's stream ended before [DONE]",
+                            TRUNCATED,
+                        ));
+                    }
                     self.finish();
                     if !rest.is_empty() {
-                        return Poll::Ready(Some(Ok(rest)));
+                        return Poll::Ready(Some(Ok(rest.freeze())));
                     }
                     return Poll::Ready(None);
                 }
@@ -183,6 +207,13 @@ impl Drop for Relay {
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     memchr::memmem::find(haystack, needle).is_some()
+}
+
+/// Whether the last event in `b` is `data: [DONE]` (or `data:[DONE]`).
+fn ends_with_done(b: &[u8]) -> bool {
+    let t = b.trim_ascii_end();
+    let Some(i) = memchr::memmem::rfind(t, b"data:") else { return false };
+    (i == 0 || t[i - 1] == b'\n') && t[i + 5..].trim_ascii_start() == b"[DONE]"
 }
 
 fn ends_with_event_boundary(b: &[u8]) -> bool {
@@ -274,6 +305,21 @@ mod tests {
         let (text, o) = run(vec![head, tail, "data: [DONE]\n\n"], false).await;
         assert_eq!(text, format!("{USAGE}data: [DONE]\n\n"));
         assert_eq!(o.usage.map(|u| u.prompt_tokens), Some(3));
+    }
+
+    #[tokio::test]
+    async fn a_stream_cut_before_done_ends_with_an_error_event() {
+        let content = "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n";
+        let (text, o) = run(vec![content, "data: {\"choi"], false).await;
+        assert!(text.starts_with(content), "{text}");
+        let last = text.trim_end().rsplit("\n\n").next().unwrap_or_default();
+        assert!(last.starts_with("data: {\"error\":") && last.contains(TRUNCATED), "{text}");
+        assert_eq!((o.error, o.completed), (Some(TRUNCATED), false));
+        // Split or whole, a [DONE] at the end is a complete stream.
+        for chunks in [vec![content, "data: [DO", "NE]\n\n"], vec![content, "data:[DONE]\n\n"]] {
+            let (text, o) = run(chunks, false).await;
+            assert!(!text.contains(TRUNCATED) && o.completed && o.error.is_none(), "{text}");
+        }
     }
 
     #[tokio::test]

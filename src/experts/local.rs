@@ -76,6 +76,7 @@ impl LocalBackend {
         cfg.context_length = s.context_length;
         cfg.threads = s.threads;
         cfg.queue_limit = s.queue_limit;
+        cfg.tenant_queue_limit = s.tenant_queue_limit;
         cfg.weights = match s.weights.as_deref() {
             Some("f16") => WeightFormat::F16,
             Some("f32") => WeightFormat::F32,
@@ -123,7 +124,7 @@ impl LocalBackend {
         }
     }
 
-    pub async fn chat(&self, body: &Map<String, Value>, opts: CallOptions) -> Result<Reply, ExpertError> {
+    pub async fn chat(&self, body: &Map<String, Value>, opts: CallOptions<'_>) -> Result<Reply, ExpertError> {
         let req = self.gen_request(body)?;
         let include_usage =
             body.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool) == Some(true);
@@ -141,8 +142,8 @@ impl LocalBackend {
                 (lease.expert().clone(), Some(lease))
             }
         };
-        let mut rx = expert.submit(req).map_err(|e| match e {
-            LocalError::QueueFull { .. } => {
+        let mut rx = expert.submit_as(opts.tenant, req).map_err(|e| match e {
+            LocalError::QueueFull { .. } | LocalError::TenantQueueFull { .. } => {
                 ExpertError::Overloaded { expert: self.name.clone(), retry_after_secs: QUEUE_FULL_RETRY_AFTER_SECS }
             }
             LocalError::InvalidRequest { param, reason } => {

@@ -102,12 +102,14 @@ pub enum Reply {
 
 /// What a chat call needs besides the body.
 #[derive(Debug, Clone, Copy)]
-pub struct CallOptions {
+pub struct CallOptions<'a> {
     pub stream: bool,
     /// What a tiered local expert that is not hot does (the virtual model's `not_hot`).
     pub not_hot: crate::config::NotHot,
     /// No expert comes after this one: a `fallback` policy waits here instead.
     pub last_candidate: bool,
+    /// The API key's tenant (None: no key): local experts queue requests per tenant.
+    pub tenant: Option<&'a str>,
 }
 
 pub enum Backend {
@@ -160,7 +162,7 @@ impl Expert {
     pub async fn chat(
         &self,
         body: &serde_json::Map<String, serde_json::Value>,
-        opts: CallOptions,
+        opts: CallOptions<'_>,
         trace: &[(http::HeaderName, http::HeaderValue)],
     ) -> Result<Reply, ExpertError> {
         match &self.backend {

@@ -66,7 +66,7 @@ impl RemoteExpert {
     pub async fn chat(
         &self,
         body: &serde_json::Map<String, serde_json::Value>,
-        opts: CallOptions,
+        opts: CallOptions<'_>,
         trace: &[(http::HeaderName, http::HeaderValue)],
     ) -> Result<Reply, ExpertError> {
         let deadline = Instant::now() + self.timeouts.total;
@@ -98,6 +98,11 @@ impl RemoteExpert {
             Ok(Some(Err(e))) => return Err(self.connect(&e)),
             Ok(Some(Ok(b))) => b,
         };
+        // Nothing has reached the client yet: a garbled first event can still go to the
+        // next expert instead of breaking the client's stream parser.
+        if let Some(detail) = invalid_first_event(&first) {
+            return Err(self.protocol(detail));
+        }
         let name = self.name.clone();
         let total = self.timeouts.total;
         let rest = deadline_stream(upstream, deadline, move |e| match e {
@@ -221,6 +226,29 @@ pub fn parse_usage(body: &[u8]) -> Result<Option<Usage>, String> {
         usage: Option<Usage>,
     }
     serde_json::from_slice::<WithUsage>(body).map(|w| w.usage).map_err(|e| format!("malformed JSON: {e}"))
+}
+
+/// Why the first SSE event in `chunk` is not an OpenAI event (its `data:` is neither JSON
+/// nor `[DONE]`); None when it is, or when the chunk holds no complete event to judge.
+fn invalid_first_event(chunk: &[u8]) -> Option<String> {
+    let end = memchr::memmem::find(chunk, b"\n\n")?;
+    let event = std::str::from_utf8(&chunk[..end]).map_err(|_| "the first stream event is not UTF-8".to_string());
+    let event = match event {
+        Ok(e) => e,
+        Err(detail) => return Some(detail),
+    };
+    let data: Vec<&str> =
+        event.lines().filter_map(|l| l.strip_prefix("data:")).map(|d| d.strip_prefix(' ').unwrap_or(d)).collect();
+    if data.is_empty() {
+        return None; // A comment or keep-alive; the client's parser skips it.
+    }
+    let data = data.join("\n");
+    if data.trim() == "[DONE]" {
+        return None;
+    }
+    serde_json::from_str::<serde::de::IgnoredAny>(&data)
+        .err()
+        .map(|e| format!("the first stream event is not JSON: {e}"))
 }
 
 /// Ends the stream with an error from `on_error(None)` at `deadline`, or with

@@ -45,6 +45,8 @@ pub enum LocalError {
     PromptTooLong { prompt_tokens: usize, context_length: usize },
     #[error("local expert {model} queue is full ({limit} waiting)")]
     QueueFull { model: String, limit: usize },
+    #[error("local expert {model}: tenant {tenant} already has {limit} requests waiting (its share of the queue)")]
+    TenantQueueFull { model: String, tenant: String, limit: usize },
     #[error("local expert {model} worker has stopped")]
     WorkerGone { model: String },
     #[error("inference failed: {0}")]

@@ -10,6 +10,7 @@
 
 mod engine;
 mod error;
+pub mod fair;
 pub mod models;
 mod sampling;
 pub mod template;
@@ -19,11 +20,10 @@ mod tokenizer;
 mod tests;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use fair::{FairQueue, Refused};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
@@ -37,6 +37,8 @@ pub const DEFAULT_QUEUE_LIMIT: usize = 16;
 /// Events buffered between the worker and the consumer. Large enough that a normal consumer
 /// never stalls the worker; a stalled one applies backpressure instead of growing memory.
 const EVENT_BUFFER: usize = 64;
+/// How errors name the tenant of requests made without an API key.
+pub const ANONYMOUS_TENANT: &str = "anonymous";
 /// Default device: CPU, so a build without GPU features works everywhere.
 const DEFAULT_DEVICE: &str = "cpu";
 
@@ -112,6 +114,10 @@ pub struct LocalConfig {
     /// Requests allowed to wait behind the running one before `submit` returns `QueueFull`.
     #[serde(default = "default_queue_limit")]
     pub queue_limit: usize,
+    /// Of those, how many one tenant may hold (`TenantQueueFull` beyond); default: half
+    /// of `queue_limit`, rounded up (see [`default_tenant_queue_limit`]).
+    #[serde(default)]
+    pub tenant_queue_limit: Option<usize>,
     /// `quantized` (as stored), `f16` or `f32` (dequantized at load).
     #[serde(default)]
     pub weights: WeightFormat,
@@ -131,6 +137,13 @@ fn default_queue_limit() -> usize {
     DEFAULT_QUEUE_LIMIT
 }
 
+/// Half the queue, rounded up: one tenant can never fill it alone, and two flooding
+/// tenants still leave the queue as deep as configured. With one tenant (no keys), set
+/// `tenant_queue_limit = queue_limit` to give it the whole queue.
+pub fn default_tenant_queue_limit(queue_limit: usize) -> usize {
+    queue_limit.div_ceil(2).max(1)
+}
+
 impl LocalConfig {
     /// A config with every default, for `path`.
     pub fn new(path: impl Into<PathBuf>) -> Self {
@@ -141,6 +154,7 @@ impl LocalConfig {
             context_length: None,
             threads: None,
             queue_limit: DEFAULT_QUEUE_LIMIT,
+            tenant_queue_limit: None,
             weights: WeightFormat::default(),
             tokenizer: None,
             chat_template: None,
@@ -150,6 +164,12 @@ impl LocalConfig {
     fn validate(&self) -> Result<(), LocalError> {
         if self.queue_limit == 0 {
             return Err(LocalError::Config { key: "queue_limit", reason: "must be at least 1 (got 0)".into() });
+        }
+        if let Some(t) = self.tenant_queue_limit.filter(|t| *t == 0 || *t > self.queue_limit) {
+            return Err(LocalError::Config {
+                key: "tenant_queue_limit",
+                reason: format!("must be between 1 and queue_limit ({}), got {t}", self.queue_limit),
+            });
         }
         if self.context_length == Some(0) {
             return Err(LocalError::Config { key: "context_length", reason: "must be at least 1 (got 0)".into() });
@@ -284,10 +304,17 @@ struct Inner {
     worker: Option<std::thread::JoinHandle<()>>,
     name: String,
     info: ModelInfo,
-    jobs: SyncSender<Job>,
-    /// Jobs submitted and not finished (waiting + running).
-    in_flight: Arc<AtomicUsize>,
+    /// Per-tenant FIFOs served round-robin; also counts jobs waiting and running.
+    jobs: Arc<FairQueue<Job>>,
     queue_limit: usize,
+    tenant_queue_limit: usize,
+}
+
+impl Drop for Inner {
+    /// The last handle is gone: the worker finishes what is queued, then exits.
+    fn drop(&mut self) {
+        self.jobs.close();
+    }
 }
 
 /// Handle to one local model and its worker thread. Cheap to clone; the worker stops when the
@@ -322,12 +349,10 @@ impl LocalExpert {
             configure_cpu_threads(n);
         }
         let queue_limit = cfg.queue_limit;
-        // One slot more than the waiting limit: the running job has left the channel, and
-        // `in_flight` (not the channel) enforces the limit, so `try_send` never fails for space.
-        let (jobs, queue) = sync_channel::<Job>(queue_limit + 1);
+        let tenant_queue_limit = cfg.tenant_queue_limit.unwrap_or_else(|| default_tenant_queue_limit(queue_limit));
+        let jobs = Arc::new(FairQueue::<Job>::new(queue_limit, tenant_queue_limit));
+        let queue = Arc::clone(&jobs);
         let (loaded_tx, loaded_rx) = std::sync::mpsc::channel();
-        let in_flight = Arc::new(AtomicUsize::new(0));
-        let worker_in_flight = Arc::clone(&in_flight);
         let thread_name = format!("local-{name}");
         let model_name = name.to_string();
         let worker = std::thread::Builder::new()
@@ -348,12 +373,12 @@ impl LocalExpert {
                 if loaded_tx.send(Ok(engine.info.clone())).is_err() {
                     return;
                 }
-                while let Ok(job) = queue.recv() {
+                while let Some((tenant, job)) = queue.pop() {
                     let events = job.events.clone();
                     let last = run_job(&model_name, &mut engine, job);
                     // Free the slot before the final event, so a consumer that has seen `Done`
                     // also sees the expert as idle.
-                    worker_in_flight.fetch_sub(1, Ordering::AcqRel);
+                    queue.finished(&tenant);
                     if let Some(last) = last {
                         // Blocking send is fine: this is the expert's own thread.
                         let _ = events.blocking_send(last);
@@ -372,33 +397,39 @@ impl LocalExpert {
             "Local expert loaded."
         );
         Ok(LocalExpert {
-            inner: Arc::new(Inner { worker: Some(worker), name: name.to_string(), info, jobs, in_flight, queue_limit }),
+            inner: Arc::new(Inner {
+                worker: Some(worker),
+                name: name.to_string(),
+                info,
+                jobs,
+                queue_limit,
+                tenant_queue_limit,
+            }),
         })
     }
 
-    /// Enqueues a generation. Events arrive on the returned receiver; dropping it cancels the
-    /// generation within one token.
+    /// Enqueues a generation for the anonymous tenant; see [`submit_as`](Self::submit_as).
     pub fn submit(&self, req: GenRequest) -> Result<mpsc::Receiver<GenEvent>, LocalError> {
+        self.submit_as(None, req)
+    }
+
+    /// Enqueues a generation in `tenant`'s queue (`None`: requests without a key). Events
+    /// arrive on the returned receiver; dropping it cancels the generation within one token.
+    pub fn submit_as(&self, tenant: Option<&str>, req: GenRequest) -> Result<mpsc::Receiver<GenEvent>, LocalError> {
         req.validate()?;
         let inner = &self.inner;
-        // The running job plus `queue_limit` waiting ones.
-        let prev = inner.in_flight.fetch_add(1, Ordering::AcqRel);
-        if prev > inner.queue_limit {
-            inner.in_flight.fetch_sub(1, Ordering::AcqRel);
-            return Err(LocalError::QueueFull { model: inner.name.clone(), limit: inner.queue_limit });
-        }
         let (events, rx) = mpsc::channel(EVENT_BUFFER);
-        match inner.jobs.try_send(Job { req, events }) {
+        match inner.jobs.push(tenant.map(str::to_string), Job { req, events }, |j| j.events.is_closed()) {
             Ok(()) => Ok(rx),
-            Err(e) => {
-                inner.in_flight.fetch_sub(1, Ordering::AcqRel);
-                Err(match e {
-                    TrySendError::Full(_) => {
-                        LocalError::QueueFull { model: inner.name.clone(), limit: inner.queue_limit }
-                    }
-                    TrySendError::Disconnected(_) => LocalError::WorkerGone { model: inner.name.clone() },
-                })
-            }
+            Err((refused, _)) => Err(match refused {
+                Refused::Full => LocalError::QueueFull { model: inner.name.clone(), limit: inner.queue_limit },
+                Refused::TenantFull => LocalError::TenantQueueFull {
+                    model: inner.name.clone(),
+                    tenant: tenant.unwrap_or(ANONYMOUS_TENANT).to_string(),
+                    limit: inner.tenant_queue_limit,
+                },
+                Refused::Closed => LocalError::WorkerGone { model: inner.name.clone() },
+            }),
         }
     }
 
@@ -420,7 +451,7 @@ impl LocalExpert {
     pub fn shutdown(self) -> Result<(), LocalExpert> {
         let mut inner = Arc::try_unwrap(self.inner).map_err(|inner| LocalExpert { inner })?;
         let worker = inner.worker.take();
-        // Dropping the sender ends the worker's `recv` loop once the queue is empty.
+        // Dropping it closes the queue: the worker's `pop` loop ends once the queue is empty.
         drop(inner);
         if let Some(w) = worker {
             let _ = w.join();
@@ -430,7 +461,7 @@ impl LocalExpert {
 
     /// Requests waiting or running.
     pub fn queue_depth(&self) -> usize {
-        self.inner.in_flight.load(Ordering::Acquire)
+        self.inner.jobs.depth()
     }
 
     pub fn model_id(&self) -> &str {

@@ -380,3 +380,97 @@ fn authentication_is_off_only_by_config_and_the_log_says_so_loudly() {
     let err = triage::config::load_str("[auth]\n", "x.toml").unwrap_err().to_string();
     assert!(err.contains("auth.keys_db"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_requests_are_in_the_ledger_with_the_tenant_when_the_key_is_known() {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = Mock::start("a", Behavior::Ok).await;
+    let extra =
+        format!("{}[ledger]\npath = \"{}\"\n", auth_section(&dir.path().join("keys")), dir.path().join("l").display());
+    let gw = Gateway::start(&config(&mock, &extra)).await;
+    let key = create_key(&gw, json!({"name": "once", "tenant": "acme", "rpm": 1, "models": ["triage"]})).await;
+    let id = |r: &reqwest::Response| r.headers()["x-triage-request-id"].to_str().unwrap().to_string();
+    let no_key = post_key(&gw, None, "/v1/chat/completions", &chat("triage")).await;
+    let bad_key = post_key(&gw, Some("sk-triage-nope"), "/v1/chat/completions", &chat("triage")).await;
+    assert_eq!(post_key(&gw, Some(&key), "/v1/chat/completions", &chat("triage")).await.status(), 200);
+    let over_rpm = post_key(&gw, Some(&key), "/v1/chat/completions", &chat("triage")).await;
+    let ids = [
+        (id(&no_key), 401, "unauthorized", None),
+        (id(&bad_key), 401, "unauthorized", None),
+        (id(&over_rpm), 429, "rate_limited", Some("acme")),
+    ];
+    assert!(over_rpm.headers().contains_key("content-length"), "counted bodies keep their length");
+    error_of(over_rpm, 429).await;
+    let ledger = gw.state.ledger.as_ref().unwrap();
+    ledger.flush().await.unwrap();
+    for (id, status, label, tenant) in ids {
+        let rec =
+            ledger.get(&id).unwrap().unwrap_or_else(|| panic!("refusal {id} ({status} {label}) is not in the ledger"));
+        assert_eq!((rec.status, rec.error.as_deref(), rec.tenant.as_deref()), (status, Some(label), tenant), "{rec:?}");
+        if tenant.is_some() {
+            assert_eq!(rec.api_key.as_deref(), Some("once"));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_max_connections_wait_until_one_closes() {
+    let mock = Mock::start("a", Behavior::Ok).await;
+    let gw = Gateway::start(&config(&mock, "[limits]\nmax_connections = 2\nheader_read_timeout_ms = 5000\n")).await;
+    // Two idle connections take both slots (they have sent nothing yet).
+    let first = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let _second = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let start = Instant::now();
+    while gw.state.load.connections() < 2 {
+        assert!(start.elapsed() < Duration::from_secs(2), "the idle connections were never accepted");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let fresh = || reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    let waiting = tokio::spawn(async move {
+        let started = Instant::now();
+        let r = fresh().get(format!("http://{}/health", gw.addr)).send().await.map(|r| r.status().as_u16());
+        (r, started.elapsed(), gw)
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!waiting.is_finished(), "a third connection was served while two were open");
+    drop(first);
+    let (status, took, gw) = tokio::time::timeout(Duration::from_secs(3), waiting).await.unwrap().unwrap();
+    assert_eq!(status.unwrap(), 200, "served once a slot freed up");
+    assert!(took >= Duration::from_millis(500), "{took:?}");
+    assert!(gw.state.load.connections() <= 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_body_upload_is_cut_off_after_the_body_read_timeout() {
+    let mock = Mock::start("a", Behavior::Ok).await;
+    let gw = Gateway::start(&config(&mock, "[limits]\nbody_read_timeout_ms = 300\n")).await;
+    let mut tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let head = "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{\"model\":";
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    // The rest of the body never comes; the answer (then EOF) must.
+    while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut chunk)).await {
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if String::from_utf8_lossy(&buf).contains("\"error\"") {
+            break;
+        }
+    }
+    let took = started.elapsed();
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    assert!(took >= Duration::from_millis(300) && took < Duration::from_secs(3), "answered after {took:?}: {text}");
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    assert!(text.contains("not received within the designated timeout"), "{text}");
+    assert!(text.contains("\"error\"") && text.contains("x-triage-request-id"), "OpenAI-shaped error: {text}");
+    assert_eq!(mock.hits(), 0);
+    drop(tcp);
+    let start = Instant::now();
+    while gw.state.load.requests() + gw.state.load.connections() > 0 {
+        assert!(start.elapsed() < Duration::from_secs(3), "the stalled request was never let go");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

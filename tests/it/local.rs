@@ -170,3 +170,98 @@ async fn the_shipped_eval_set_scores_the_local_experts() {
     assert_eq!(g.accuracy.unwrap().n, 3);
     ledger.close().await.unwrap();
 }
+
+/// Fair queuing at a local expert: tenant A floods it, tenant B's one request is served
+/// after at most one more of A's, not after A's whole backlog (which plain FIFO would do);
+/// and A alone cannot take more than its share of the queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_tenant_cannot_starve_another_at_a_local_expert() {
+    const ADMIN_ENV: &str = "TRIAGE_TEST_ADMIN_KEY";
+    const ADMIN_KEY: &str = "sk-admin-test-only";
+    /// 6 waiting behind the running job, so A's share is 3 (half, the default).
+    const QUEUE_LIMIT: usize = 6;
+    const FLOOD: usize = 8;
+    // SAFETY of set_var: every test sets the same value, so concurrent writers agree.
+    std::env::set_var(ADMIN_ENV, ADMIN_KEY);
+    let dir = tempfile::tempdir().unwrap();
+    let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/smollm2-135m-instruct-q4_1.gguf");
+    let cfg = format!(
+        "[auth]\nkeys_db = \"{}\"\nadmin_key_env = \"{ADMIN_ENV}\"\n[resilience]\nmax_attempts = 1\n\
+         [[experts]]\nname = \"smol\"\nkind = \"local\"\npath = \"{}\"\nweights = \"f32\"\nqueue_limit = {QUEUE_LIMIT}\n",
+        dir.path().join("keys").display(),
+        model.display()
+    );
+    let t0 = std::time::Instant::now();
+    // Loads the model (about a second) before it serves.
+    let gw = crate::support::Gateway::start(&cfg).await;
+    eprintln!("model loaded after {:?}", t0.elapsed());
+    let key = |name: &'static str, tenant: &'static str| {
+        let url = gw.url("/admin/keys");
+        async move {
+            let r = client()
+                .post(url)
+                .bearer_auth(ADMIN_KEY)
+                .json(&json!({"name": name, "tenant": tenant}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 201);
+            r.json::<Value>().await.unwrap()["secret"].as_str().unwrap().to_string()
+        }
+    };
+    let (a, b) = (key("flood", "a").await, key("polite", "b").await);
+    // One token: a job is mostly its prompt, the same for every request.
+    let body = json!({"model": "smol", "temperature": 0, "max_tokens": 1,
+                      "messages": [{"role": "user", "content": "Count from 1 to 100, separated by commas."}]});
+    let url = gw.url("/v1/chat/completions");
+    let send = |secret: String| {
+        let (url, body) = (url.clone(), body.clone());
+        tokio::spawn(async move {
+            let r = client().post(url).bearer_auth(secret).json(&body).send().await.unwrap();
+            let (status, retry_after) = (r.status().as_u16(), r.headers().get("retry-after").cloned());
+            let _ = r.bytes().await.unwrap();
+            (status, retry_after, std::time::Instant::now())
+        })
+    };
+    let flood: Vec<_> = (0..FLOOD).map(|_| send(a.clone())).collect();
+    let depth = || {
+        let snap = gw.state.snapshot.load();
+        match &snap.expert("smol").unwrap().backend {
+            triage::experts::Backend::Local(l) => l.fixed().unwrap().queue_depth(),
+            triage::experts::Backend::Remote(_) => unreachable!(),
+        }
+    };
+    // A's requests beyond its share come straight back; then B arrives behind A's backlog.
+    let started = std::time::Instant::now();
+    while flood.iter().filter(|h| h.is_finished()).count() < FLOOD - (QUEUE_LIMIT / 2 + 1) {
+        assert!(started.elapsed() < std::time::Duration::from_secs(60), "A's flood was never refused");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let backlog = depth();
+    assert!(backlog >= 3, "A has a running job and a backlog when B arrives (depth {backlog})");
+    let b_sent = std::time::Instant::now();
+    let (b_status, _, b_done) = send(b).await.unwrap();
+    eprintln!("B sent after {:?}, served {:?} later", b_sent - t0, b_done - b_sent);
+    assert_eq!(b_status, 200, "B is not refused: A holds only its share of the queue");
+    let mut served = Vec::new();
+    let mut refused = 0;
+    for h in flood {
+        match h.await.unwrap() {
+            (200, _, done) => served.push(done),
+            (429, retry_after, _) => {
+                assert!(retry_after.is_some(), "a refusal says when to come back");
+                refused += 1;
+            }
+            (status, ..) => panic!("unexpected status {status}"),
+        }
+    }
+    eprintln!("A's last served {:?} after the start", served.iter().max().map(|t| *t - t0));
+    let a_ahead_of_b = served.iter().filter(|t| **t > b_sent && **t < b_done).count();
+    assert!(
+        a_ahead_of_b <= 2,
+        "B waited for {a_ahead_of_b} of A's requests (A's running one and at most one turn; FIFO would be {})",
+        backlog
+    );
+    assert_eq!(served.len(), QUEUE_LIMIT / 2 + 1, "A gets its running job and its share (3) of the queue");
+    assert_eq!(refused, FLOOD - served.len());
+}

@@ -8,6 +8,8 @@
 )]
 
 mod auth;
+mod crash;
+mod faults;
 mod fuzz;
 mod ledger;
 mod local;

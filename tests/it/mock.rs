@@ -188,3 +188,167 @@ async fn embeddings(State(state): State<MockState>, headers: HeaderMap, body: By
     let body = json!({"object": "list", "data": data, "model": req["model"], "usage": {"prompt_tokens": 3, "total_tokens": 3}});
     Ok(([("content-type", "application/json")], body.to_string()).into_response())
 }
+
+/// Faults below HTTP that a framework would not produce on request: a raw TCP backend that
+/// reads one request per connection and then misbehaves. Every answer it does give says
+/// `Connection: close` and is close-delimited, so no connection is legitimately pooled and
+/// [`FaultServer::open`] must return to zero once the gateway lets go of each connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Reads the request, then resets the connection (RST) without a byte of answer.
+    Reset,
+    /// Reads the request and never answers; holds the connection until the gateway closes it.
+    Hang,
+    /// A valid SSE answer whose content events come `gap` apart.
+    SlowStream { gap: Duration },
+    /// Two content events, then a clean close (FIN): no finish_reason, no `[DONE]`.
+    TruncatedStream,
+    /// 200 `text/event-stream` whose first event is not JSON.
+    GarbledStream,
+}
+
+pub struct FaultServer {
+    pub addr: SocketAddr,
+    /// Requests read.
+    pub hits: Arc<AtomicUsize>,
+    open: Arc<AtomicUsize>,
+}
+
+/// Counts a connection open until its task ends, however it ends.
+struct OpenGuard(Arc<AtomicUsize>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl FaultServer {
+    pub async fn start(fault: Fault) -> FaultServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (hits, open) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (h, o) = (hits.clone(), open.clone());
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                o.fetch_add(1, Ordering::SeqCst);
+                let guard = OpenGuard(o.clone());
+                let h = h.clone();
+                tokio::spawn(async move {
+                    let _guard = guard;
+                    serve_fault(tcp, fault, &h).await;
+                });
+            }
+        });
+        FaultServer { addr, hits, open }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    /// Connections the gateway has not closed yet.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
+    }
+}
+
+/// Reads one request (head and `Content-Length` body: closing with unread bytes would
+/// turn every fault into a reset). None if the peer went away first.
+async fn read_request(tcp: &mut tokio::net::TcpStream) -> Option<Value> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = tcp.read(&mut chunk).await.ok().filter(|n| *n > 0)?;
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let len: usize =
+        head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+    while buf.len() < head_end + len {
+        let n = tcp.read(&mut chunk).await.ok().filter(|n| *n > 0)?;
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Some(serde_json::from_slice(&buf[head_end..head_end + len]).unwrap_or(Value::Null))
+}
+
+const SSE_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n";
+
+fn sse_chunk(delta: Value, finish: Value) -> Vec<u8> {
+    let c = json!({"id": "chatcmpl-fault", "object": "chat.completion.chunk", "created": 1, "model": "fault",
+                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+    format!("data: {c}\n\n").into_bytes()
+}
+
+async fn serve_fault(mut tcp: tokio::net::TcpStream, fault: Fault, hits: &AtomicUsize) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if read_request(&mut tcp).await.is_none() {
+        return;
+    }
+    hits.fetch_add(1, Ordering::SeqCst);
+    if fault == Fault::Reset {
+        // Dropped with a zero linger, the socket is reset (RST), not closed (FIN).
+        let _ = tcp.set_zero_linger();
+        return;
+    }
+    let (mut rd, mut wr) = tcp.into_split();
+    // Whatever the fault, the connection's end is the gateway's call: a read of 0 bytes
+    // (or an error) means it closed, and the task ends with the guard.
+    let peer_closed = async move {
+        let mut b = [0u8; 64];
+        while matches!(rd.read(&mut b).await, Ok(n) if n > 0) {}
+    };
+    let act = async {
+        match fault {
+            Fault::Reset => {} // Handled above.
+            Fault::Hang => std::future::pending::<()>().await,
+            Fault::SlowStream { gap } => {
+                let mut out = SSE_HEAD.to_vec();
+                out.extend(sse_chunk(json!({"role": "assistant", "content": ""}), Value::Null));
+                if wr.write_all(&out).await.is_err() {
+                    return;
+                }
+                for w in WORDS {
+                    tokio::time::sleep(gap).await;
+                    if wr.write_all(&sse_chunk(json!({"content": w}), Value::Null)).await.is_err() {
+                        return;
+                    }
+                }
+                let mut end = sse_chunk(json!({}), json!("stop"));
+                end.extend_from_slice(b"data: [DONE]\n\n");
+                let _ = wr.write_all(&end).await;
+                let _ = wr.shutdown().await;
+            }
+            Fault::TruncatedStream => {
+                let mut out = SSE_HEAD.to_vec();
+                out.extend(sse_chunk(json!({"role": "assistant", "content": ""}), Value::Null));
+                out.extend(sse_chunk(json!({"content": WORDS[0]}), Value::Null));
+                out.extend(sse_chunk(json!({"content": WORDS[1]}), Value::Null));
+                let _ = wr.write_all(&out).await;
+                let _ = wr.shutdown().await;
+            }
+            Fault::GarbledStream => {
+                let mut out = SSE_HEAD.to_vec();
+                out.extend_from_slice(b"data: {\"choices\": [{\"delta\": <html>oops</html>\n\n");
+                let _ = wr.write_all(&out).await;
+                let _ = wr.shutdown().await;
+            }
+        }
+    };
+    tokio::pin!(peer_closed);
+    tokio::select! {
+        _ = &mut peer_closed => {}
+        () = act => {
+            // Answered (or failed to): wait until the gateway closes its end.
+            let _ = tokio::time::timeout(Duration::from_secs(30), peer_closed).await;
+        }
+    }
+}
