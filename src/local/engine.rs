@@ -45,6 +45,9 @@ pub struct Header {
     pub context_length: usize,
     pub tok: Arc<TokenizerBundle>,
     pub template: Arc<ChatTemplate>,
+    /// Computed once: `Tokenizer::get_vocab_size(true)` clones the whole vocabulary (tens of
+    /// milliseconds for Gemma's 262k entries), too slow to repeat on every promotion.
+    pub vocab_size: usize,
 }
 
 impl Header {
@@ -77,7 +80,8 @@ impl Header {
             tok.bos.as_ref().map(|b| b.1.clone()).unwrap_or_default(),
             tok.eos.as_ref().map(|b| b.1.clone()).unwrap_or_default(),
         )?;
-        Ok(Self { arch, context_length, tok: Arc::new(tok), template: Arc::new(template) })
+        let vocab_size = tok.tokenizer.get_vocab_size(true);
+        Ok(Self { arch, context_length, tok: Arc::new(tok), template: Arc::new(template), vocab_size })
     }
 }
 
@@ -197,7 +201,7 @@ impl Engine {
             file_bytes: 0,
             context_length: header.context_length,
             weights: cfg.weights,
-            vocab_size: header.tok.tokenizer.get_vocab_size(true),
+            vocab_size: header.vocab_size,
             load_time: Default::default(),
         };
         Self { model, tok: header.tok, template: header.template, info }
@@ -224,6 +228,7 @@ impl Engine {
             context_length: p.header.context_length,
             tok: Arc::clone(&p.header.tok),
             template: Arc::clone(&p.header.template),
+            vocab_size: p.header.vocab_size,
         };
         let (params, bytes) = (src.params, src.bytes);
         let mut engine = Self::assemble(model, header, cfg, params, bytes);
