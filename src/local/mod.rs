@@ -4,7 +4,8 @@
 //! side only enqueues a [`GenRequest`] and reads [`GenEvent`]s from a tokio channel. Nothing
 //! here runs model code on tokio worker threads.
 //!
-//! Codemap: `engine.rs` (load + generation loop), `models/` (one file per architecture),
+//! Codemap: `engine.rs` (load + generation loop), `prepared.rs` (the warm tier's ready-to-promote
+//! copy and the header-only size prediction), `models/` (one file per architecture),
 //! `tokenizer.rs` (GGUF vocabularies, streaming detokenization), `template.rs` (chat
 //! templates), `sampling.rs` (sampling, penalties, stop strings).
 
