@@ -1,12 +1,14 @@
 //! One loaded model and its generation loop. Lives on the expert's worker thread only.
 
 use std::io::{Cursor, Read, Seek};
+use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::quantized::gguf_file;
 use candle_core::Device;
 
-use super::models::{gemma3, llama, qwen2, GgufSource, LanguageModel};
+use super::models::{gemma3, llama, qwen2, GgufSource, LanguageModel, Tensors};
+use super::prepared::Prepared;
 use super::sampling::{Sampler, SamplingParams, StopMatcher, StopOutcome};
 use super::template::ChatTemplate;
 use super::tokenizer::{self, StreamDecoder, TokenizerBundle};
@@ -30,9 +32,71 @@ pub enum Source<'a> {
 
 pub struct Engine {
     model: Box<dyn LanguageModel>,
-    pub tok: TokenizerBundle,
-    template: ChatTemplate,
+    /// Shared with the warm tier's [`Prepared`] copy, if any: both are immutable.
+    pub tok: Arc<TokenizerBundle>,
+    template: Arc<ChatTemplate>,
     pub info: ModelInfo,
+}
+
+/// What a model needs beside its weights, all built from the GGUF header (metadata):
+/// device-independent, so the warm tier keeps it.
+pub struct Header {
+    pub arch: Arch,
+    pub context_length: usize,
+    pub tok: Arc<TokenizerBundle>,
+    pub template: Arc<ChatTemplate>,
+    /// Computed once: `Tokenizer::get_vocab_size(true)` clones the whole vocabulary (tens of
+    /// milliseconds for Gemma's 262k entries), too slow to repeat on every promotion.
+    pub vocab_size: usize,
+}
+
+impl Header {
+    pub fn read(name: &str, cfg: &LocalConfig, origin: &str, content: &gguf_file::Content) -> Result<Self, LocalError> {
+        let md_str = |key: &str| content.metadata.get(key).and_then(|v| v.to_string().ok());
+        let arch = match cfg.arch {
+            Some(a) => a,
+            None => {
+                let raw = md_str("general.architecture").ok_or_else(|| LocalError::Metadata {
+                    origin: origin.to_string(),
+                    key: "general.architecture",
+                    problem: "missing (set `arch` in the config)".into(),
+                })?;
+                Arch::from_gguf(raw)
+                    .ok_or_else(|| LocalError::UnsupportedArch { origin: origin.to_string(), arch: raw.clone() })?
+            }
+        };
+        let gguf_ctx = arch
+            .metadata_prefix()
+            .and_then(|p| content.metadata.get(&format!("{p}.context_length")))
+            .and_then(|v| v.to_u32().ok())
+            .map(|v| v as usize);
+        let context_length =
+            cfg.context_length.unwrap_or_else(|| gguf_ctx.unwrap_or(FALLBACK_CONTEXT_LENGTH).min(DEFAULT_MAX_CONTEXT));
+        let tok = tokenizer::build(content, cfg.tokenizer.as_deref(), origin)?;
+        let template = ChatTemplate::new(
+            name,
+            cfg.chat_template.as_deref(),
+            md_str("tokenizer.chat_template").map(String::as_str),
+            tok.bos.as_ref().map(|b| b.1.clone()).unwrap_or_default(),
+            tok.eos.as_ref().map(|b| b.1.clone()).unwrap_or_default(),
+        )?;
+        let vocab_size = tok.tokenizer.get_vocab_size(true);
+        Ok(Self { arch, context_length, tok: Arc::new(tok), template: Arc::new(template), vocab_size })
+    }
+}
+
+/// The architecture's model from `src`'s weights.
+fn build_model<R: Read + Seek>(
+    arch: Arch,
+    src: &mut GgufSource<'_, R>,
+    origin: &str,
+) -> Result<Box<dyn LanguageModel>, LocalError> {
+    let load_err = |source| LocalError::Load { origin: origin.to_string(), source };
+    Ok(match arch {
+        Arch::Llama => Box::new(llama::Model::load(src, "llama", true).map_err(load_err)?),
+        Arch::Qwen2 => Box::new(qwen2::load(src).map_err(load_err)?),
+        Arch::Gemma3 => Box::new(gemma3::Model::load(src).map_err(load_err)?),
+    })
 }
 
 pub struct Outcome {
@@ -115,53 +179,62 @@ impl Engine {
     ) -> Result<Self, LocalError> {
         let content = gguf_file::Content::read(reader)
             .map_err(|source| LocalError::Gguf { origin: origin.to_string(), source })?;
-        let md_str = |key: &str| content.metadata.get(key).and_then(|v| v.to_string().ok());
-        let arch = match cfg.arch {
-            Some(a) => a,
-            None => {
-                let raw = md_str("general.architecture").ok_or_else(|| LocalError::Metadata {
-                    origin: origin.to_string(),
-                    key: "general.architecture",
-                    problem: "missing (set `arch` in the config)".into(),
-                })?;
-                Arch::from_gguf(raw)
-                    .ok_or_else(|| LocalError::UnsupportedArch { origin: origin.to_string(), arch: raw.clone() })?
-            }
+        let header = Header::read(name, cfg, origin, &content)?;
+        let mut src = GgufSource {
+            content: &content,
+            tensors: Tensors::File { reader, format: cfg.weights },
+            device,
+            context_length: header.context_length,
+            params: 0,
+            bytes: 0,
         };
-        let gguf_ctx = arch
-            .metadata_prefix()
-            .and_then(|p| content.metadata.get(&format!("{p}.context_length")))
-            .and_then(|v| v.to_u32().ok())
-            .map(|v| v as usize);
-        let context_length =
-            cfg.context_length.unwrap_or_else(|| gguf_ctx.unwrap_or(FALLBACK_CONTEXT_LENGTH).min(DEFAULT_MAX_CONTEXT));
-        let tok = tokenizer::build(&content, cfg.tokenizer.as_deref(), origin)?;
-        let template = ChatTemplate::new(
-            name,
-            cfg.chat_template.as_deref(),
-            md_str("tokenizer.chat_template").map(String::as_str),
-            tok.bos.as_ref().map(|b| b.1.clone()).unwrap_or_default(),
-            tok.eos.as_ref().map(|b| b.1.clone()).unwrap_or_default(),
-        )?;
-        let mut src =
-            GgufSource { content: &content, reader, device, format: cfg.weights, context_length, params: 0, bytes: 0 };
-        let load_err = |source| LocalError::Load { origin: origin.to_string(), source };
-        let model: Box<dyn LanguageModel> = match arch {
-            Arch::Llama => Box::new(llama::Model::load(&mut src, "llama", true).map_err(load_err)?),
-            Arch::Qwen2 => Box::new(qwen2::load(&mut src).map_err(load_err)?),
-            Arch::Gemma3 => Box::new(gemma3::Model::load(&mut src).map_err(load_err)?),
-        };
+        let model = build_model(header.arch, &mut src, origin)?;
+        let (params, bytes) = (src.params, src.bytes);
+        Ok(Self::assemble(model, header, cfg, params, bytes))
+    }
+
+    fn assemble(model: Box<dyn LanguageModel>, header: Header, cfg: &LocalConfig, params: usize, bytes: usize) -> Self {
         let info = ModelInfo {
-            arch,
-            params: src.params,
-            bytes: src.bytes,
+            arch: header.arch,
+            params,
+            bytes,
             file_bytes: 0,
-            context_length,
+            context_length: header.context_length,
             weights: cfg.weights,
-            vocab_size: tok.tokenizer.get_vocab_size(true),
+            vocab_size: header.vocab_size,
             load_time: Default::default(),
         };
-        Ok(Self { model, tok, template, info })
+        Self { model, tok: header.tok, template: header.template, info }
+    }
+
+    /// Builds the model from a warm [`Prepared`] copy: no file I/O, no parsing, no tokenizer
+    /// or template build, no dequantization. On the CPU the weights are shared with `p`
+    /// (reference counts); on another device they are copied there.
+    pub fn from_prepared(name: &str, cfg: &LocalConfig, p: &Prepared) -> Result<Self, LocalError> {
+        let started = Instant::now();
+        let device = parse_device(&cfg.device)?;
+        let origin = format!("prepared GGUF for {name}");
+        let mut src = GgufSource::<Cursor<&[u8]>> {
+            content: &p.content,
+            tensors: Tensors::Host(&p.weights),
+            device: &device,
+            context_length: p.header.context_length,
+            params: 0,
+            bytes: 0,
+        };
+        let model = build_model(p.header.arch, &mut src, &origin)?;
+        let header = Header {
+            arch: p.header.arch,
+            context_length: p.header.context_length,
+            tok: Arc::clone(&p.header.tok),
+            template: Arc::clone(&p.header.template),
+            vocab_size: p.header.vocab_size,
+        };
+        let (params, bytes) = (src.params, src.bytes);
+        let mut engine = Self::assemble(model, header, cfg, params, bytes);
+        engine.info.file_bytes = p.file_bytes;
+        engine.info.load_time = started.elapsed();
+        Ok(engine)
     }
 
     /// Renders and tokenizes the chat prompt exactly as generation will.

@@ -4,7 +4,8 @@
 //! side only enqueues a [`GenRequest`] and reads [`GenEvent`]s from a tokio channel. Nothing
 //! here runs model code on tokio worker threads.
 //!
-//! Codemap: `engine.rs` (load + generation loop), `models/` (one file per architecture),
+//! Codemap: `engine.rs` (load + generation loop), `prepared.rs` (the warm tier's ready-to-promote
+//! copy and the header-only size prediction), `models/` (one file per architecture),
 //! `tokenizer.rs` (GGUF vocabularies, streaming detokenization), `template.rs` (chat
 //! templates), `sampling.rs` (sampling, penalties, stop strings).
 
@@ -12,6 +13,7 @@ mod engine;
 mod error;
 pub mod fair;
 pub mod models;
+mod prepared;
 mod sampling;
 pub mod template;
 mod tokenizer;
@@ -29,6 +31,7 @@ use tokio::sync::mpsc;
 
 pub use engine::DEFAULT_MAX_CONTEXT;
 pub use error::LocalError;
+pub use prepared::{Footprint, Prepared};
 pub use template::{CHATML_CHAT_TEMPLATE, COMPLETION_TEMPLATE, GEMMA_CHAT_TEMPLATE};
 
 /// Requests allowed to wait behind the running one. Small models answer in ~1-3 s on two
@@ -294,6 +297,13 @@ pub struct ModelInfo {
     pub load_time: Duration,
 }
 
+/// Where a worker builds its model from.
+enum Origin {
+    File,
+    Bytes(Arc<Vec<u8>>),
+    Prepared(Arc<Prepared>),
+}
+
 struct Job {
     req: GenRequest,
     events: mpsc::Sender<GenEvent>,
@@ -331,48 +341,49 @@ impl std::fmt::Debug for LocalExpert {
 }
 
 impl LocalExpert {
-    /// Loads the model on a new worker thread (blocking the caller until it is loaded or
-    /// failed) and leaves that thread serving the queue. Call from `spawn_blocking` or at
+    /// Loads the model (blocking the caller until it is loaded or failed), then starts the
+    /// worker thread that owns it and serves the queue. Call from `spawn_blocking` or at
     /// start-up, never directly on an async worker.
     pub fn spawn(name: &str, cfg: LocalConfig) -> Result<LocalExpert, LocalError> {
-        Self::start(name, cfg, None)
+        Self::start(name, cfg, Origin::File)
     }
 
-    /// Same as [`spawn`](Self::spawn), from GGUF bytes already in host memory (warm tier).
+    /// Same as [`spawn`](Self::spawn), from GGUF bytes already in host memory.
     pub fn spawn_from_bytes(name: &str, cfg: LocalConfig, bytes: Arc<Vec<u8>>) -> Result<LocalExpert, LocalError> {
-        Self::start(name, cfg, Some(bytes))
+        Self::start(name, cfg, Origin::Bytes(bytes))
     }
 
-    fn start(name: &str, cfg: LocalConfig, bytes: Option<Arc<Vec<u8>>>) -> Result<LocalExpert, LocalError> {
+    /// Same as [`spawn`](Self::spawn), from a [`Prepared`] copy (the warm tier): only the
+    /// device copy of the weights is made (none on the CPU, where they are shared with `p`).
+    /// `cfg` must be the config `p` was read with.
+    pub fn spawn_prepared(name: &str, cfg: LocalConfig, p: Arc<Prepared>) -> Result<LocalExpert, LocalError> {
+        Self::start(name, cfg, Origin::Prepared(p))
+    }
+
+    fn start(name: &str, cfg: LocalConfig, origin: Origin) -> Result<LocalExpert, LocalError> {
         cfg.validate()?;
         if let Some(n) = cfg.threads {
             configure_cpu_threads(n);
         }
+        // Built on the calling thread (already a blocking one), so the caller gets the result
+        // without waiting for the new worker thread to be scheduled: on a loaded machine each
+        // thread hand-off costs milliseconds, a large share of a promotion from a warm copy.
+        let mut engine = match &origin {
+            Origin::File => engine::Engine::load(name, &cfg, engine::Source::File(&cfg.path)),
+            Origin::Bytes(b) => engine::Engine::load(name, &cfg, engine::Source::Bytes(b.as_slice())),
+            Origin::Prepared(p) => engine::Engine::from_prepared(name, &cfg, p),
+        }?;
+        // The engine holds what it needs (on the CPU, shared with the warm copy).
+        drop(origin);
+        let info = engine.info.clone();
         let queue_limit = cfg.queue_limit;
         let tenant_queue_limit = cfg.tenant_queue_limit.unwrap_or_else(|| default_tenant_queue_limit(queue_limit));
         let jobs = Arc::new(FairQueue::<Job>::new(queue_limit, tenant_queue_limit));
         let queue = Arc::clone(&jobs);
-        let (loaded_tx, loaded_rx) = std::sync::mpsc::channel();
-        let thread_name = format!("local-{name}");
         let model_name = name.to_string();
         let worker = std::thread::Builder::new()
-            .name(thread_name)
+            .name(format!("local-{name}"))
             .spawn(move || {
-                let source = match &bytes {
-                    Some(b) => engine::Source::Bytes(b.as_slice()),
-                    None => engine::Source::File(&cfg.path),
-                };
-                let mut engine = match engine::Engine::load(&model_name, &cfg, source) {
-                    Ok(e) => e,
-                    Err(e) => {
-                        let _ = loaded_tx.send(Err(e));
-                        return;
-                    }
-                };
-                drop(bytes);
-                if loaded_tx.send(Ok(engine.info.clone())).is_err() {
-                    return;
-                }
                 while let Some((tenant, job)) = queue.pop() {
                     let events = job.events.clone();
                     let last = run_job(&model_name, &mut engine, job);
@@ -386,7 +397,6 @@ impl LocalExpert {
                 }
             })
             .map_err(|e| LocalError::WorkerGone { model: format!("{name} (cannot start thread: {e})") })?;
-        let info = loaded_rx.recv().map_err(|_| LocalError::WorkerGone { model: name.to_string() })??;
         tracing::info!(
             expert = name,
             arch = %info.arch,
@@ -437,12 +447,13 @@ impl LocalExpert {
     /// `(params, bytes)`: the parameter count and an upper bound of [`ModelInfo::bytes`],
     /// so a memory budget can be reserved before the load starts. Blocking file I/O.
     pub fn predict(cfg: &LocalConfig) -> Result<(usize, usize), LocalError> {
-        let file =
-            std::fs::File::open(&cfg.path).map_err(|source| LocalError::Io { path: cfg.path.clone(), source })?;
-        let mut reader = std::io::BufReader::new(file);
-        let content = candle_core::quantized::gguf_file::Content::read(&mut reader)
-            .map_err(|source| LocalError::Gguf { origin: cfg.path.display().to_string(), source })?;
-        Ok(models::predict_weights(&content, cfg.weights))
+        Footprint::read(cfg).map(|f| (f.params, f.hot_bytes))
+    }
+
+    /// Reads the GGUF and builds everything a promotion needs but the device copy of the
+    /// weights (see [`Prepared`]). Blocking: call from `spawn_blocking` or at start-up.
+    pub fn prepare(name: &str, cfg: &LocalConfig) -> Result<Prepared, LocalError> {
+        Prepared::read(name, cfg)
     }
 
     /// Stops the worker and waits until it has exited, so its weights are freed when this

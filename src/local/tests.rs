@@ -382,3 +382,28 @@ fn config_toml_uses_defaults_and_rejects_unknown_keys() {
     let unknown = toml::from_str::<LocalConfig>("path = \"m.gguf\"\nthreadz = 2");
     assert!(unknown.is_err());
 }
+
+/// A model built from a warm [`Prepared`] copy generates exactly what one loaded from the file
+/// does, and keeps working after the copy is dropped (the warm tier evicting it while the
+/// expert is hot): the model holds what it shares.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepared_copy_spawns_the_same_model_as_the_file() {
+    let cfg = LocalConfig { weights: WeightFormat::F16, ..LocalConfig::new(model_path(SMOLLM)) };
+    let prepared = Arc::new(LocalExpert::prepare("smollm", &cfg).unwrap_or_else(|e| panic!("prepare: {e}")));
+    assert_eq!(prepared.weight_bytes(), Footprint::read(&cfg).unwrap_or_else(|e| panic!("{e}")).hot_bytes);
+    let from_prepared = LocalExpert::spawn_prepared("prepared", cfg.clone(), Arc::clone(&prepared))
+        .unwrap_or_else(|e| panic!("spawn_prepared: {e}"));
+    drop(prepared);
+    let from_file = LocalExpert::spawn("file", cfg).unwrap_or_else(|e| panic!("spawn: {e}"));
+    let (a, b) = (from_prepared.info(), from_file.info());
+    assert_eq!(
+        (a.bytes, a.params, a.vocab_size, a.context_length),
+        (b.bytes, b.params, b.vocab_size, b.context_length)
+    );
+    let req = GenRequest { max_tokens: Some(12), temperature: Some(0.0), ..user("What is the capital of France?") };
+    let submit = |e: &LocalExpert| e.submit(req.clone()).unwrap_or_else(|err| panic!("submit: {err}"));
+    let prepared_out = collect(submit(&from_prepared)).await;
+    let file_out = collect(submit(&from_file)).await;
+    assert_eq!(prepared_out, file_out, "a prepared copy must generate what the file does");
+    assert!(prepared_out.0.contains("Paris"), "{prepared_out:?}");
+}

@@ -1,5 +1,12 @@
-//! Memory tiering of local experts: `hot` (weights loaded, ready to generate), `warm` (the
-//! GGUF bytes in host RAM, promoted without touching disk) and `cold` (on disk only).
+//! Memory tiering of local experts: `hot` (weights loaded on the compute device with a worker
+//! thread, ready to generate), `warm` (a [`Prepared`] copy in host RAM: parsed header, built
+//! tokenizer and chat template, weights in their compute format; promoted without touching
+//! disk) and `cold` (on disk only).
+//!
+//! On the CPU a hot model built from a warm copy shares its weights (reference counts), so a
+//! promotion copies nothing and an expert that is both hot and warm holds its weights once
+//! while the two budgets each account them: the sum of the budgets is then an over-estimate
+//! of RAM, never an under-estimate. With `cuda` the hot weights are a separate device copy.
 //!
 //! [`TierManager`] owns every local expert's residency and the two byte budgets. Requests
 //! take a [`Lease`] with [`TierManager::acquire`]; the routing decision calls
@@ -7,7 +14,7 @@
 //!
 //! Invariants:
 //! - Accounted bytes never exceed a budget, not even during a swap: a load reserves its
-//!   predicted bytes (from the GGUF header) before it starts, evicting first; an eviction
+//!   predicted bytes (hot and warm, from the GGUF header) before it starts, evicting first; an eviction
 //!   releases its bytes only after the worker thread has exited and freed the weights.
 //! - An expert with a lease (a running request or stream) is never evicted.
 //! - One load per expert at a time: concurrent requests wait on the same `watch` channel.
@@ -25,7 +32,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{watch, Notify};
 
 use crate::config::{MinTier, TiersConfig};
-use crate::local::{LocalConfig, LocalExpert};
+use crate::local::{Footprint, LocalConfig, LocalExpert, Prepared};
 use demand::Demand;
 pub use stats::{ExpertTierStats, LoadStats, SwapCount, TierStats};
 
@@ -131,15 +138,16 @@ struct Slot {
     cfg: LocalConfig,
     pin: bool,
     min_tier: MinTier,
-    /// Size of the GGUF: what a warm copy costs.
-    file_bytes: u64,
+    /// Predicted bytes of a warm copy (`Footprint::warm_bytes`): what reading one reserves.
+    /// A held copy is accounted at its own `Prepared::bytes()` (at most this).
+    warm_bytes: u64,
     /// Reserved hot bytes: the prediction until loaded, then `ModelInfo::bytes`.
     hot_bytes: u64,
     params: u64,
     hot: Option<LocalExpert>,
-    /// The GGUF in RAM (accounted in the warm budget), also kept beside a hot model when the
-    /// budget allows so a demotion lands in warm, not cold.
-    cached: Option<Arc<Vec<u8>>>,
+    /// The prepared copy in RAM (accounted in the warm budget), also kept beside a hot model
+    /// when the budget allows so a demotion lands in warm, not cold.
+    cached: Option<Arc<Prepared>>,
     leases: usize,
     promotion: Option<watch::Receiver<Progress>>,
     /// A waiter needs this promotion: it may evict anything evictable and wait for room.
@@ -158,6 +166,11 @@ struct Slot {
 }
 
 impl Slot {
+    /// Warm bytes accounted for the copy this slot holds (0 without one).
+    fn cached_bytes(&self) -> u64 {
+        self.cached.as_ref().map_or(0, |p| p.bytes() as u64)
+    }
+
     fn tier(&self) -> Tier {
         if self.hot.is_some() {
             Tier::Hot
@@ -249,17 +262,16 @@ impl TierManager {
     /// that cannot load, or budgets that cannot hold the pinned and warm-floor experts, are
     /// errors: the operator asked for something impossible.
     pub fn register(&self, name: &str, r: Registration) -> Result<(), TierError> {
-        let (params, predicted, error) = match LocalExpert::predict(&r.cfg) {
-            Ok((p, b)) => (p as u64, b as u64, None),
-            Err(e) => (0, 0, Some((e.to_string(), Instant::now()))),
+        let (params, predicted, warm_bytes, error) = match Footprint::read(&r.cfg) {
+            Ok(f) => (f.params as u64, f.hot_bytes as u64, f.warm_bytes as u64, None),
+            Err(e) => (0, 0, 0, Some((e.to_string(), Instant::now()))),
         };
-        let file_bytes = std::fs::metadata(&r.cfg.path).map(|m| m.len()).unwrap_or(0);
         let now = Instant::now();
         let slot = Slot {
             cfg: r.cfg,
             pin: r.pin,
             min_tier: r.min_tier,
-            file_bytes,
+            warm_bytes,
             hot_bytes: predicted,
             params,
             hot: None,
@@ -292,9 +304,7 @@ impl TierManager {
                 if old.hot.is_some() {
                     st.hot_used -= old.hot_bytes;
                 }
-                if old.cached.is_some() {
-                    st.warm_used -= old.file_bytes;
-                }
+                st.warm_used -= old.cached_bytes();
             }
         }
         if pin {
@@ -351,43 +361,58 @@ impl TierManager {
                 }
             }
         } else {
-            if warm_used + slot.file_bytes > cfg.warm_bytes {
+            if warm_used + slot.warm_bytes > cfg.warm_bytes {
                 return Err(TierError::DoesNotFit {
                     expert: name.to_string(),
-                    need: slot.file_bytes,
+                    need: slot.warm_bytes,
                     budget: cfg.warm_bytes,
                     free: cfg.warm_bytes.saturating_sub(warm_used),
                 });
             }
-            let path = slot.cfg.path.clone();
-            let reserve = slot.file_bytes;
+            let lcfg = slot.cfg.clone();
+            let reserve = slot.warm_bytes;
             st.warm_used += reserve;
             drop(st);
-            let started = Instant::now();
-            let read = std::fs::read(&path);
-            let took = started.elapsed();
+            let prepared = LocalExpert::prepare(name, &lcfg);
             let mut st = self.shared.lock();
             let st = &mut *st;
-            match read {
-                Ok(bytes) => {
+            st.warm_used -= reserve;
+            match prepared {
+                Ok(p) => {
+                    let took = p.took();
                     if let Some(slot) = st.slots.get_mut(name) {
-                        slot.cached = Some(Arc::new(bytes));
-                        slot.last_cold_to_warm = Some(took);
-                        slot.tier_since = Instant::now();
+                        if Self::hold_warm(name, &mut st.warm_used, slot, Arc::new(p), reserve) {
+                            slot.last_cold_to_warm = Some(took);
+                            slot.tier_since = Instant::now();
+                        }
                     }
                     st.loads.entry((Tier::Cold, Tier::Warm)).or_default().record(took);
                     st.peak_warm = st.peak_warm.max(st.warm_used);
                     Ok(())
                 }
                 Err(e) => {
-                    st.warm_used -= reserve;
                     if let Some(slot) = st.slots.get_mut(name) {
-                        slot.error = Some((format!("cannot read {}: {e}", path.display()), Instant::now()));
+                        slot.error = Some((e.to_string(), Instant::now()));
                     }
                     Ok(())
                 }
             }
         }
+    }
+
+    /// Gives `slot` the prepared copy `p`, read under a reservation of `reserved` warm bytes
+    /// (already released from `warm_used` by the caller), and accounts it. A copy larger than
+    /// its reservation (the prediction is an upper bound by construction, so a bug or a file
+    /// replaced mid-read) is not kept: holding it could exceed the budget.
+    fn hold_warm(name: &str, warm_used: &mut u64, slot: &mut Slot, p: Arc<Prepared>, reserved: u64) -> bool {
+        let actual = p.bytes() as u64;
+        if actual > reserved {
+            tracing::error!(expert = %name, predicted = reserved, actual, "Warm bytes exceed the prediction; copy dropped.");
+            return false;
+        }
+        *warm_used += actual;
+        slot.cached = Some(p);
+        true
     }
 
     /// Forgets experts not in `keep` (a reload removed them) that no request uses.
@@ -404,9 +429,7 @@ impl TierManager {
                 if s.hot.is_some() {
                     st.hot_used -= s.hot_bytes;
                 }
-                if s.cached.is_some() {
-                    st.warm_used -= s.file_bytes;
-                }
+                st.warm_used -= s.cached_bytes();
             }
         }
     }
@@ -541,7 +564,7 @@ impl TierManager {
     }
 
     /// The promotion itself: make room (evicting), reserve, load. Bytes reserved are kept
-    /// in `slot.reserved` until they are owned by a loaded model or cached copy.
+    /// in `slot.reserved` until they are owned by a loaded model or prepared copy.
     async fn promote(&self, name: &str) -> Progress {
         // Re-read the header: a file fixed on disk since an earlier failure is picked up.
         let (need, cached, lcfg) = {
@@ -551,16 +574,17 @@ impl TierManager {
         };
         let need = if need == 0 || cached.is_none() {
             let c = lcfg.clone();
-            match tokio::task::spawn_blocking(move || LocalExpert::predict(&c)).await {
-                Ok(Ok((params, bytes))) => {
+            match tokio::task::spawn_blocking(move || Footprint::read(&c)).await {
+                Ok(Ok(f)) => {
                     let mut st = self.shared.lock();
                     if let Some(slot) = st.slots.get_mut(name) {
-                        slot.params = params as u64;
+                        slot.params = f.params as u64;
+                        slot.warm_bytes = f.warm_bytes as u64;
                         if slot.hot.is_none() {
-                            slot.hot_bytes = bytes as u64;
+                            slot.hot_bytes = f.hot_bytes as u64;
                         }
                     }
-                    bytes as u64
+                    f.hot_bytes as u64
                 }
                 Ok(Err(e)) => return Progress::Failed(e.to_string()),
                 Err(e) => return Progress::Failed(format!("header read task failed: {e}")),
@@ -571,16 +595,19 @@ impl TierManager {
         if let Err(p) = self.make_room_hot(name, need).await {
             return p;
         }
-        // Hot bytes are reserved. Get the GGUF bytes into RAM if the warm budget allows.
-        let bytes = match cached {
-            Some(b) => Some(b),
-            None => self.read_warm(name, &lcfg).await,
+        // Hot bytes are reserved. Prepare a warm copy if the warm budget allows.
+        let prepared = match cached {
+            Some(p) => Some(p),
+            None => match self.prepare_warm(name, &lcfg).await {
+                Ok(p) => p,
+                Err(e) => return Progress::Failed(e),
+            },
         };
-        let from = if bytes.is_some() { Tier::Warm } else { Tier::Cold };
+        let from = if prepared.is_some() { Tier::Warm } else { Tier::Cold };
         let started = Instant::now();
-        let (n, c, b) = (name.to_string(), lcfg.clone(), bytes.clone());
-        let loaded = tokio::task::spawn_blocking(move || match b {
-            Some(b) => LocalExpert::spawn_from_bytes(&n, c, b),
+        let (n, c, p) = (name.to_string(), lcfg.clone(), prepared.clone());
+        let loaded = tokio::task::spawn_blocking(move || match p {
+            Some(p) => LocalExpert::spawn_prepared(&n, c, p),
             None => LocalExpert::spawn(&n, c),
         })
         .await;
@@ -602,20 +629,17 @@ impl TierManager {
         st.hot_used = st.hot_used - reserved + actual;
         slot.hot_bytes = actual;
         slot.reserved.0 = 0;
-        if bytes.is_some() {
-            // The cached copy is owned by the slot now (reserved in `read_warm` or before).
-            st.warm_used -= slot.reserved.1;
-            if slot.cached.is_none() {
-                st.warm_used += slot.file_bytes;
-            }
+        if let (Some(p), None, true) = (prepared, &slot.cached, slot.reserved.1 > 0) {
+            // A copy read by this promotion (reserved in `prepare_warm`): the slot owns it now.
+            let reserved = slot.reserved.1;
+            st.warm_used -= reserved;
             slot.reserved.1 = 0;
-            slot.cached = bytes;
+            Self::hold_warm(name, &mut st.warm_used, slot, p, reserved);
         }
         if slot.pin && slot.min_tier == MinTier::Cold {
             // Never demoted: a RAM copy would be dead weight.
-            if slot.cached.take().is_some() {
-                st.warm_used -= slot.file_bytes;
-            }
+            st.warm_used -= slot.cached_bytes();
+            slot.cached = None;
         }
         let prev = slot.tier();
         let now = Instant::now();
@@ -731,18 +755,19 @@ impl TierManager {
         }
     }
 
-    /// Reads `name`'s GGUF into RAM if the warm budget can hold it (evicting warm copies
-    /// with less demand), else returns None and the load goes straight from disk.
-    async fn read_warm(&self, name: &str, lcfg: &LocalConfig) -> Option<Arc<Vec<u8>>> {
+    /// Prepares a warm copy of `name` if the warm budget can hold it (evicting warm copies
+    /// with less demand), else returns `Ok(None)` and the load goes straight from disk. The
+    /// copy's predicted bytes stay reserved in `slot.reserved.1` for the caller to settle.
+    async fn prepare_warm(&self, name: &str, lcfg: &LocalConfig) -> Result<Option<Arc<Prepared>>, String> {
         let budget = self.shared.cfg.warm_bytes;
         {
             let mut st = self.shared.lock();
             let now = Instant::now();
             let half_life = self.shared.cfg.demand_half_life;
-            let me = st.slots.get(name)?;
-            let need = me.file_bytes;
+            let Some(me) = st.slots.get(name) else { return Ok(None) };
+            let need = me.warm_bytes;
             if need == 0 || need > budget {
-                return None;
+                return Ok(None);
             }
             let my_score = me.demand.score(now, half_life);
             while st.warm_used + need > budget {
@@ -756,45 +781,42 @@ impl TierManager {
                     })
                     .map(|(n, s)| (n.clone(), s.hot.is_none(), s.demand.score(now, half_life)))
                     .filter(|(_, warm_only, score)| !warm_only || *score < my_score)
-                    .min_by(|a, b| a.1.cmp(&b.1).then(a.2.total_cmp(&b.2)))?;
-                let slot = st.slots.get_mut(&victim.0)?;
+                    .min_by(|a, b| a.1.cmp(&b.1).then(a.2.total_cmp(&b.2)));
+                let Some(victim) = victim else { return Ok(None) };
+                let Some(slot) = st.slots.get_mut(&victim.0) else { return Ok(None) };
+                let bytes = slot.cached_bytes();
                 slot.cached = None;
-                let bytes = slot.file_bytes;
                 if slot.hot.is_none() {
                     *slot.residency.entry(Tier::Warm).or_default() += now.duration_since(slot.tier_since);
                     slot.tier_since = now;
                     *st.swaps.entry((Tier::Warm, Tier::Cold)).or_default() += 1;
                 }
-                // The bytes are freed when the last `Arc` (a load in progress) drops them; no
-                // load of that copy runs (`promotion.is_none()`), so that is now.
+                // The bytes are freed when the last `Arc` drops them: no load of that copy runs
+                // (`promotion.is_none()`), so that is now, or, on the CPU, when the hot model
+                // sharing them is evicted (its bytes are accounted in the hot budget till then).
                 st.warm_used -= bytes;
             }
+            let Some(me) = st.slots.get_mut(name) else { return Ok(None) };
+            me.reserved.1 += need;
             st.warm_used += need;
             st.peak_warm = st.peak_warm.max(st.warm_used);
-            st.slots.get_mut(name)?.reserved.1 += need;
         }
-        let path = lcfg.path.clone();
+        let (n, c) = (name.to_string(), lcfg.clone());
         let started = Instant::now();
-        let read = tokio::task::spawn_blocking(move || std::fs::read(path)).await;
+        let read = tokio::task::spawn_blocking(move || LocalExpert::prepare(&n, &c)).await;
         let took = started.elapsed();
         let mut st = self.shared.lock();
         match read {
-            Ok(Ok(bytes)) => {
+            Ok(Ok(p)) => {
                 st.loads.entry((Tier::Cold, Tier::Warm)).or_default().record(took);
                 if let Some(slot) = st.slots.get_mut(name) {
                     slot.last_cold_to_warm = Some(took);
                 }
-                Some(Arc::new(bytes))
+                Ok(Some(Arc::new(p)))
             }
-            _ => {
-                // Let the load from disk report the error with the path.
-                let st = &mut *st;
-                if let Some(slot) = st.slots.get_mut(name) {
-                    st.warm_used -= slot.reserved.1;
-                    slot.reserved.1 = 0;
-                }
-                None
-            }
+            // The reservation is released by `finish_promotion`.
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(format!("prepare task failed: {e}")),
         }
     }
 
@@ -829,7 +851,7 @@ impl TierManager {
                     pinned: s.pin,
                     min_tier: s.min_tier,
                     hot_bytes: s.hot_bytes,
-                    warm_bytes: s.file_bytes,
+                    warm_bytes: s.cached.as_ref().map_or(s.warm_bytes, |p| p.bytes() as u64),
                     holds_warm_copy: s.cached.is_some(),
                     leases: s.leases,
                     queue_depth: s.hot.as_ref().map_or(0, LocalExpert::queue_depth),

@@ -49,7 +49,8 @@ pub struct ExpertTierStats {
     pub min_tier: MinTier,
     /// Bytes the loaded weights take (predicted from the GGUF header until first loaded).
     pub hot_bytes: u64,
-    /// Bytes a warm copy takes (the file size).
+    /// Bytes a warm copy is accounted at: weights in their compute format plus tokenizer,
+    /// template and header (predicted from the GGUF header until one is held).
     pub warm_bytes: u64,
     /// A hot expert may also keep its warm copy, so a demotion lands in warm.
     pub holds_warm_copy: bool,

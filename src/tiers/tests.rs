@@ -1,6 +1,64 @@
-//! The byte prediction that budgets are reserved with, against real loads.
+//! The byte prediction that budgets are reserved with, against real loads, and what the warm
+//! tier accounts for a prepared copy against what that copy really allocates.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 
 use super::*;
+use crate::local::WeightFormat;
+
+thread_local! {
+    /// Heap bytes allocated minus freed by this thread (see [`Counting`]).
+    static NET: Cell<i64> = const { Cell::new(0) };
+}
+
+/// Counts each thread's net heap allocation, so a test can measure what one call on its own
+/// thread leaves allocated whatever the other tests do meanwhile. Forwards to `System`.
+struct Counting;
+
+fn count(delta: i64) {
+    // `try_with`: a thread being torn down has no counter left; its frees do not matter.
+    let _ = NET.try_with(|n| n.set(n.get() + delta));
+}
+
+fn net_heap() -> i64 {
+    NET.with(Cell::get)
+}
+
+#[expect(unsafe_code, reason = "GlobalAlloc is an unsafe trait; every call forwards to System unchanged")]
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = System.alloc(layout);
+        if !p.is_null() {
+            count(layout.size() as i64);
+        }
+        p
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let p = System.alloc_zeroed(layout);
+        if !p.is_null() {
+            count(layout.size() as i64);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout);
+        count(-(layout.size() as i64));
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let p = System.realloc(ptr, layout, new_size);
+        if !p.is_null() {
+            count(new_size as i64 - layout.size() as i64);
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
 
 fn model(file: &str) -> std::path::PathBuf {
     crate::config::models_dir().join(file)
@@ -40,4 +98,84 @@ fn config_without_tiers_rejects_tier_keys_and_validates_values() {
     assert!(err.contains("models[0].not_hot") && err.contains("\"later\""), "{err}");
     let err = crate::config::load_str("[tiers]\nhot_bytes = 1\nwarm = 2\n", "t.toml").unwrap_err().to_string();
     assert!(err.contains("unknown field `warm`"), "{err}");
+}
+
+/// What the warm budget is charged for a prepared copy (weights in their compute format,
+/// tokenizer, template, header) covers what reading one really leaves on the heap, and the
+/// header-only prediction a load reserves with covers that charge. Tight too: a loose bound
+/// would waste the budget.
+#[test]
+fn warm_bytes_cover_what_a_prepared_copy_allocates() {
+    let smollm = LocalConfig::new(model("smollm2-135m-instruct-q4_1.gguf"));
+    let cases = [
+        ("smollm quantized", smollm.clone()),
+        ("smollm f16", LocalConfig { weights: WeightFormat::F16, ..smollm }),
+        (
+            "gemma quantized",
+            LocalConfig {
+                chat_template: Some("completion".into()),
+                ..LocalConfig::new(model("gemma-3-270m-q4_k_m.gguf"))
+            },
+        ),
+    ];
+    for (what, cfg) in cases {
+        let footprint = Footprint::read(&cfg).unwrap();
+        let before = net_heap();
+        let p = LocalExpert::prepare("w", &cfg).unwrap();
+        let held = (net_heap() - before) as usize;
+        let (charged, weights) = (p.bytes(), p.weight_bytes());
+        eprintln!(
+            "{what}: heap held {held} (weights {weights}, rest {}); charged {charged}; predicted {}; file {}",
+            held - weights,
+            footprint.warm_bytes,
+            std::fs::metadata(&cfg.path).unwrap().len()
+        );
+        assert!(charged >= held, "{what}: charged {charged} below the {held} bytes the copy holds");
+        assert!(footprint.warm_bytes >= charged, "{what}: predicted {} below charged {charged}", footprint.warm_bytes);
+        assert!(charged as f64 <= held as f64 * 1.1, "{what}: charged {charged} far above the {held} held");
+        drop(p);
+    }
+}
+
+fn manager(hot: u64, warm: u64) -> TierManager {
+    TierManager::new(TiersConfig {
+        hot_bytes: hot,
+        warm_bytes: warm,
+        min_residency: Duration::ZERO,
+        demand_half_life: Duration::from_secs(60),
+    })
+}
+
+/// A warm-floor expert is charged its prepared copy's size, reserved before the read: a warm
+/// budget one byte short of the prediction refuses it up front; with `f16` weights the copy
+/// (dequantized, ready to promote) costs about twice the quantized file.
+#[test]
+fn the_warm_tier_accounts_the_prepared_copy_it_holds() {
+    let q4 = LocalConfig::new(model("smollm2-135m-instruct-q4_1.gguf"));
+    let f16 = LocalConfig { weights: WeightFormat::F16, ..q4.clone() };
+    let file = std::fs::metadata(&q4.path).unwrap().len();
+    for cfg in [q4, f16] {
+        let predicted = Footprint::read(&cfg).unwrap().warm_bytes as u64;
+        let reg = || Registration { cfg: cfg.clone(), pin: false, min_tier: MinTier::Warm };
+        let tight = manager(1 << 40, predicted - 1);
+        match tight.register("w", reg()) {
+            Err(TierError::DoesNotFit { need, .. }) => assert_eq!(need, predicted),
+            other => panic!("a warm budget below the prediction must refuse the expert, got {other:?}"),
+        }
+        assert_eq!(tight.used(), (0, 0), "a refused expert must leave nothing accounted");
+
+        let t = manager(1 << 40, predicted);
+        t.register("w", reg()).unwrap();
+        assert_eq!(t.tier("w"), Some(Tier::Warm));
+        let held = LocalExpert::prepare("w", &cfg).unwrap().bytes() as u64;
+        let snap = t.snapshot();
+        assert_eq!(t.used().1, held, "warm usage must be the prepared copy's size");
+        assert_eq!(snap.experts[0].warm_bytes, held);
+        assert!(snap.peak_warm <= predicted);
+        if cfg.weights == WeightFormat::F16 {
+            assert!(held > file * 5 / 2, "f16 copy {held} bytes vs a {file}-byte Q4_1 file");
+        } else {
+            assert!(held > file * 9 / 10 && held < file * 6 / 5, "quantized copy {held} bytes vs a {file}-byte file");
+        }
+    }
 }

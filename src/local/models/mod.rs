@@ -44,13 +44,20 @@ pub fn predict_weights(content: &gguf_file::Content, format: WeightFormat) -> (u
     (params, bytes)
 }
 
-/// One GGUF file being turned into a model: its parsed header, a reader over its bytes, and
-/// how the caller wants weights held in memory.
+/// Where a model's weights come from while it is being built.
+pub enum Tensors<'a, R: Read + Seek> {
+    /// Read from the GGUF one tensor at a time and converted to `format` on the device.
+    File { reader: &'a mut R, format: WeightFormat },
+    /// Already read and converted (the warm tier's [`HostWeights`]); only moved to the device,
+    /// which on the CPU is a reference-count increment, not a copy.
+    Host(&'a HostWeights),
+}
+
+/// One GGUF model being built: its parsed header, where its weights come from, and the device.
 pub struct GgufSource<'a, R: Read + Seek> {
     pub content: &'a gguf_file::Content,
-    pub reader: &'a mut R,
+    pub tensors: Tensors<'a, R>,
     pub device: &'a Device,
-    pub format: WeightFormat,
     /// Positions the RoPE tables and masks are sized for.
     pub context_length: usize,
     /// Running totals for `ModelInfo`.
@@ -58,9 +65,86 @@ pub struct GgufSource<'a, R: Read + Seek> {
     pub bytes: usize,
 }
 
+/// A weight as the compute kernels use it. Cloning shares the storage.
+#[derive(Debug, Clone)]
+pub enum Weight {
+    /// A matrix (rank >= 2) in the configured [`WeightFormat`].
+    Matrix(QMatMul),
+    /// A norm weight or bias (rank < 2), always f32.
+    Vector(Tensor),
+}
+
+/// Every tensor of a GGUF, read and converted to its compute format in host memory, keyed by
+/// GGUF tensor name. What the warm tier keeps so a promotion does no file I/O, no parsing and
+/// no dequantization.
+#[derive(Debug, Default)]
+pub struct HostWeights {
+    weights: std::collections::HashMap<String, Weight>,
+    /// Parameters and bytes of all of them (what `GgufSource` would count loading them).
+    pub params: usize,
+    pub bytes: usize,
+}
+
+impl HostWeights {
+    /// Reads every tensor of `content` from `reader` (in file order) into CPU memory in
+    /// `format`. Rank decides the kind, as the architectures use them: matrices go through
+    /// [`GgufSource::linear`]/[`GgufSource::embeddings`], vectors through
+    /// [`GgufSource::rms_norm`] or are biases.
+    pub fn read<R: Read + Seek>(content: &gguf_file::Content, reader: &mut R, format: WeightFormat) -> Result<Self> {
+        let mut infos: Vec<(&String, u64, usize)> =
+            content.tensor_infos.iter().map(|(n, i)| (n, i.offset, i.shape.rank())).collect();
+        infos.sort_by_key(|(_, offset, _)| *offset);
+        let device = Device::Cpu;
+        let mut src = GgufSource {
+            content,
+            tensors: Tensors::File { reader, format },
+            device: &device,
+            context_length: 0,
+            params: 0,
+            bytes: 0,
+        };
+        let mut weights = std::collections::HashMap::with_capacity(infos.len());
+        for (name, _, rank) in infos {
+            let w = if rank < 2 { Weight::Vector(src.vector(name)?) } else { Weight::Matrix(src.matrix(name)?) };
+            weights.insert(name.clone(), w);
+        }
+        Ok(Self { weights, params: src.params, bytes: src.bytes })
+    }
+}
+
+/// Bytes a matrix takes in memory.
+fn matmul_bytes(m: &QMatMul) -> usize {
+    match m {
+        QMatMul::QTensor(q) => q.storage_size_in_bytes(),
+        QMatMul::Tensor(t) | QMatMul::TensorF16(t) => t.elem_count() * t.dtype().size_in_bytes(),
+    }
+}
+
+fn matmul_elems(m: &QMatMul) -> usize {
+    match m {
+        QMatMul::QTensor(q) => q.shape().elem_count(),
+        QMatMul::Tensor(t) | QMatMul::TensorF16(t) => t.elem_count(),
+    }
+}
+
+/// `m` on `device`: shared on the CPU (where host weights already live), uploaded elsewhere.
+fn matmul_to_device(m: &QMatMul, device: &Device) -> Result<QMatMul> {
+    if device.is_cpu() {
+        return Ok(m.clone());
+    }
+    Ok(match m {
+        QMatMul::QTensor(q) => {
+            let storage = candle_core::quantized::QStorage::from_data(q.data()?, device, q.dtype())?;
+            QMatMul::QTensor(std::sync::Arc::new(QTensor::new(storage, q.shape().clone())?))
+        }
+        QMatMul::Tensor(t) => QMatMul::Tensor(t.to_device(device)?),
+        QMatMul::TensorF16(t) => QMatMul::TensorF16(t.to_device(device)?),
+    })
+}
+
 impl<R: Read + Seek> GgufSource<'_, R> {
-    pub fn qtensor(&mut self, name: &str) -> Result<QTensor> {
-        self.content.tensor(self.reader, name, self.device)
+    fn qtensor(reader: &mut R, content: &gguf_file::Content, name: &str, device: &Device) -> Result<QTensor> {
+        content.tensor(reader, name, device)
     }
 
     pub fn has_tensor(&self, name: &str) -> bool {
@@ -96,52 +180,61 @@ impl<R: Read + Seek> GgufSource<'_, R> {
         self.md_f32(key).unwrap_or(default)
     }
 
-    fn count(&mut self, q: &QTensor) {
-        self.params += q.shape().elem_count();
+    fn host(weights: &HostWeights, name: &str) -> Result<Weight> {
+        weights
+            .weights
+            .get(name)
+            .cloned()
+            .ok_or_else(|| candle_core::Error::Msg(format!("tensor `{name}` is not in the prepared weights")))
     }
 
-    /// A weight matrix in the configured format. Matrices stored as f32/f16 in the file are
-    /// always used as plain tensors (quantizing them would lose precision for no gain).
-    pub fn linear(&mut self, name: &str) -> Result<Linear> {
-        let q = self.qtensor(&format!("{name}.weight"))?;
-        self.count(&q);
-        let w = self.matmul_weight(q)?;
-        let bias = if self.has_tensor(&format!("{name}.bias")) {
-            let b = self.qtensor(&format!("{name}.bias"))?;
-            self.count(&b);
-            let b = b.dequantize(self.device)?;
-            self.bytes += b.elem_count() * 4;
-            Some(b)
-        } else {
-            None
+    /// The weight matrix `name` (a full tensor name) in the configured format. Matrices
+    /// stored as f32/f16 in the file are always used as plain tensors (quantizing them would
+    /// lose precision for no gain).
+    fn matrix(&mut self, name: &str) -> Result<QMatMul> {
+        let m = match &mut self.tensors {
+            Tensors::File { reader, format } => {
+                let q = Self::qtensor(reader, self.content, name, self.device)?;
+                matmul_weight(q, *format, self.device)?
+            }
+            Tensors::Host(w) => match Self::host(w, name)? {
+                Weight::Matrix(m) => matmul_to_device(&m, self.device)?,
+                Weight::Vector(_) => candle_core::bail!("tensor `{name}` was prepared as a vector, not a matrix"),
+            },
         };
-        Ok(Linear { w, bias })
+        self.params += matmul_elems(&m);
+        self.bytes += matmul_bytes(&m);
+        Ok(m)
     }
 
-    fn matmul_weight(&mut self, q: QTensor) -> Result<QMatMul> {
-        let elems = q.shape().elem_count();
-        Ok(match (self.format, q.dtype()) {
-            (WeightFormat::Quantized, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16) | (WeightFormat::F32, _) => {
-                self.bytes += elems * 4;
-                QMatMul::Tensor(q.dequantize(self.device)?)
+    /// The vector `name` (a norm weight or a bias), dequantized to f32.
+    fn vector(&mut self, name: &str) -> Result<Tensor> {
+        let t = match &mut self.tensors {
+            Tensors::File { reader, .. } => {
+                Self::qtensor(reader, self.content, name, self.device)?.dequantize(self.device)?
             }
-            (WeightFormat::Quantized, _) => {
-                self.bytes += q.storage_size_in_bytes();
-                QMatMul::from_qtensor(q)?
-            }
-            (WeightFormat::F16, _) => {
-                self.bytes += elems * 2;
-                QMatMul::TensorF16(q.dequantize_f16(self.device)?)
-            }
-        })
+            Tensors::Host(w) => match Self::host(w, name)? {
+                Weight::Vector(t) => t.to_device(self.device)?,
+                Weight::Matrix(_) => candle_core::bail!("tensor `{name}` was prepared as a matrix, not a vector"),
+            },
+        };
+        self.params += t.elem_count();
+        self.bytes += t.elem_count() * 4;
+        Ok(t)
+    }
+
+    /// A weight matrix in the configured format, with its bias if the file has one.
+    pub fn linear(&mut self, name: &str) -> Result<Linear> {
+        let w = self.matrix(&format!("{name}.weight"))?;
+        let bias_name = format!("{name}.bias");
+        let bias = if self.has_tensor(&bias_name) { Some(self.vector(&bias_name)?) } else { None };
+        Ok(Linear { w, bias })
     }
 
     /// The token embedding table and the output projection. When the file has no
     /// `output.weight` the two are tied and share one copy in memory.
     pub fn embeddings(&mut self) -> Result<(Embedding, Linear)> {
-        let q = self.qtensor("token_embd.weight")?;
-        self.count(&q);
-        let table = self.matmul_weight(q)?;
+        let table = self.matrix("token_embd.weight")?;
         let output = if self.has_tensor("output.weight") {
             self.linear("output")?
         } else {
@@ -151,12 +244,20 @@ impl<R: Read + Seek> GgufSource<'_, R> {
     }
 
     pub fn rms_norm(&mut self, name: &str, eps: f64) -> Result<RmsNorm> {
-        let q = self.qtensor(&format!("{name}.weight"))?;
-        self.count(&q);
-        let weight = q.dequantize(self.device)?;
-        self.bytes += weight.elem_count() * 4;
+        let weight = self.vector(&format!("{name}.weight"))?;
         Ok(RmsNorm { weight, eps: eps as f32 })
     }
+}
+
+/// `q` converted to the compute format `format` asks for (see [`WeightFormat`]).
+fn matmul_weight(q: QTensor, format: WeightFormat, device: &Device) -> Result<QMatMul> {
+    Ok(match (format, q.dtype()) {
+        (WeightFormat::Quantized, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16) | (WeightFormat::F32, _) => {
+            QMatMul::Tensor(q.dequantize(device)?)
+        }
+        (WeightFormat::Quantized, _) => QMatMul::QTensor(std::sync::Arc::new(q)),
+        (WeightFormat::F16, _) => QMatMul::TensorF16(q.dequantize_f16(device)?),
+    })
 }
 
 /// `y = x W^T (+ b)` over whichever representation the weight was loaded as.
