@@ -32,10 +32,13 @@ impl Deferred {
         let (tx, rx) = sync_channel::<Job>(QUEUE_CAPACITY);
         let rx = Arc::new(Mutex::new(rx));
         let worker = rx.clone();
-        let spawned = std::thread::Builder::new().name("triage-telemetry".into()).spawn(move || loop {
-            std::thread::sleep(DRAIN_PERIOD);
-            if !drain(&worker) {
-                return;
+        let spawned = std::thread::Builder::new().name("triage-telemetry".into()).spawn(move || {
+            lower_priority();
+            loop {
+                std::thread::sleep(DRAIN_PERIOD);
+                if !drain(&worker) {
+                    return;
+                }
             }
         });
         if let Err(e) = spawned {
@@ -57,6 +60,24 @@ impl Deferred {
         drain(&self.rx);
     }
 }
+
+/// The lowest scheduling priority (nice 19) for the calling thread: a drain of ~10 ms of
+/// requests' telemetry must not delay requests that share its core, so the request
+/// threads preempt it whenever they wake. (On Linux, `setpriority(PRIO_PROCESS, 0)`
+/// applies to the calling thread only.)
+#[cfg(target_os = "linux")]
+fn lower_priority() {
+    const LOWEST: libc::c_int = 19;
+    #[expect(unsafe_code, reason = "setpriority has no safe wrapper in std; it only reads its integer arguments")]
+    // SAFETY: a plain syscall with integer arguments; no memory is shared.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, LOWEST) };
+    if rc != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "Cannot lower the telemetry recorder's priority.");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_priority() {}
 
 /// Runs the queued jobs; false once every sender is gone and the queue is empty.
 fn drain(rx: &Mutex<Receiver<Job>>) -> bool {
