@@ -192,7 +192,7 @@ impl RouterConfig {
                 self.fast.static_dims.to_string(),
             ));
         }
-        if !(self.fast.static_scale > 0.0) {
+        if self.fast.static_scale.is_nan() || self.fast.static_scale <= 0.0 {
             return Err(invalid("fast.static_scale", "> 0", self.fast.static_scale.to_string()));
         }
         if !(8..=24).contains(&self.fast.hash_bits) {

@@ -16,9 +16,11 @@ use super::text::head_tail_bytes;
 /// Bounds stage-1 cost on huge inputs (linear in length up to here); 8 KiB of head and
 /// tail carry all the vocabulary evidence a category needs.
 const MAX_BYTES_EACH_END: usize = 8 * 1024;
-/// The static embedding reads at most this many bytes from each end of a text: ~500
-/// WordPiece tokens each, plenty for a mean, and tokenizing stays well under 1 ms.
-const STATIC_MAX_BYTES_EACH_END: usize = 2 * 1024;
+/// The static embedding reads at most this many bytes from each end of a text: ~190
+/// WordPiece tokens each, plenty for a mean, and tokenizing stays well under 1 ms even on
+/// a loaded box. Above the longest training prompt (1064 bytes = 2 x 532), so a change of
+/// this value below that would change the shipped router's features.
+const STATIC_MAX_BYTES_EACH_END: usize = 768;
 /// Tensor names of the static-embedding part inside `fast.safetensors`.
 const STATIC_TABLE: &str = "static.table";
 const STATIC_SCALE: &str = "static.scale";
