@@ -8,7 +8,7 @@
 //! median over the repetitions.
 //!
 //! cargo run --release --example classifier_bench -- [--router DIR]... [--models models]
-//!     [--mix routers/default/eval/test.jsonl] [--reps 5]
+//!     [--mix routers/default/eval/test.jsonl] [--reps 5] [--window-ms 1[,4,...]]
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -125,12 +125,21 @@ async fn main() -> anyhow::Result<()> {
     let models = PathBuf::from(arg("--models", "models"));
     let reps: usize = arg("--reps", "5").parse().context("--reps")?;
     let mix_path = PathBuf::from(arg("--mix", "routers/default/eval/test.jsonl"));
+    // Batching windows to compare (each router runs once per window).
+    let windows: Vec<u64> = arg("--window-ms", &ServiceConfig::default().batch_window.as_millis().to_string())
+        .split(',')
+        .map(|w| w.trim().parse().context("--window-ms"))
+        .collect::<anyhow::Result<_>>()?;
 
     let mut targets = Vec::new();
     for dir in &routers {
         let clf = Arc::new(Classifier::load(&PathBuf::from(dir), &models).with_context(|| format!("loading {dir}"))?);
-        let svc = Arc::new(ClassifierService::start(clf.clone() as Arc<dyn Router>, ServiceConfig::default())?);
-        targets.push(Target { name: dir.clone(), clf, svc });
+        for &w in &windows {
+            let cfg = ServiceConfig { batch_window: Duration::from_millis(w), ..ServiceConfig::default() };
+            let svc = Arc::new(ClassifierService::start(clf.clone() as Arc<dyn Router>, cfg)?);
+            let name = if windows.len() > 1 { format!("{dir} (window {w} ms)") } else { dir.clone() };
+            targets.push(Target { name, clf: clf.clone(), svc });
+        }
     }
     // The realistic mix: a held-out split (never trained on), the same for every router.
     let mix: Vec<String> = load_jsonl(&mix_path, targets[0].clf.labels())?.into_iter().map(|e| e.text).collect();
