@@ -8,10 +8,15 @@ use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 
 use super::config::{RouterConfig, FAST_FILE, WEIGHTS_FILE};
-use super::encoder::{backbone_layers, top_from_tensors, Encoder, EncoderError};
-use super::fast::{FastError, FastModel};
+use super::encoder::{backbone_layers, padding_groups, top_from_tensors, Encoder, EncoderError};
+use super::fast::{wordpiece_window, FastError, FastModel, Features};
 use super::head::{Head, HEAD_PREFIX, TOP_PREFIX};
 use super::{softmax_t, Classification, ClassifyError, ConfigError, Stage};
+
+/// The fixed cost of one encoder pass in tokens' worth of compute: MiniLM on 2 cores
+/// spends ~8 ms per pass whatever its size (packing each weight matrix, op dispatch)
+/// against ~0.5 ms per token, so a separate pass pays off only for ~16 tokens of padding.
+const PASS_COST_TOKENS: usize = 16;
 
 /// Errors loading a router.
 #[derive(Debug, thiserror::Error)]
@@ -91,9 +96,21 @@ impl Classifier {
         &self.encoder
     }
 
+    /// Stage 1's features of `text` (n-grams, and the static embedding when the router
+    /// has one).
+    pub fn fast_features(&self, text: &str) -> Features {
+        let ids = match self.fast.statics() {
+            // A tokenizer error (it has none on valid UTF-8) leaves the dense part zero:
+            // the decision still depends on the text alone.
+            Some(_) => self.encoder.wordpiece_ids(&wordpiece_window(text)).unwrap_or_default(),
+            None => Vec::new(),
+        };
+        self.fast.features(text, &ids)
+    }
+
     /// Stage 1's calibrated probabilities (always computed, whatever the threshold).
     pub fn fast_probs(&self, text: &str) -> Vec<f32> {
-        softmax_t(&self.fast.logits(text), self.config.fast.temperature)
+        softmax_t(&self.fast.logits_of(&self.fast_features(text)), self.config.fast.temperature)
     }
 
     /// Stage 1 alone: `Some` when it is confident enough to decide.
@@ -107,13 +124,20 @@ impl Classifier {
         (c.confidence() >= self.config.fast.accept_threshold).then_some(c)
     }
 
-    /// Encoder + head raw logits for a batch.
+    /// Encoder + head raw logits for a batch, run as groups of similar length (see
+    /// [`padding_groups`]) so that short inputs are not padded to the longest one.
     pub fn encoder_logits(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EncoderError> {
-        if texts.is_empty() {
-            return Ok(Vec::new());
+        let seqs = texts.iter().map(|t| self.encoder.token_ids(t)).collect::<Result<Vec<_>, _>>()?;
+        let lens: Vec<usize> = seqs.iter().map(Vec::len).collect();
+        let mut out = vec![Vec::new(); texts.len()];
+        for group in padding_groups(&lens, PASS_COST_TOKENS) {
+            let batch: Vec<Vec<u32>> = group.iter().map(|&i| seqs[i].clone()).collect();
+            let logits = self.head.forward(&self.encoder.embed_ids(&batch)?)?.to_vec2::<f32>()?;
+            for (i, l) in group.into_iter().zip(logits) {
+                out[i] = l;
+            }
         }
-        let pooled = self.encoder.embed(texts)?;
-        Ok(self.head.forward(&pooled)?.to_vec2::<f32>()?)
+        Ok(out)
     }
 
     /// Encoder-stage calibrated probabilities for a batch: the encoder's evidence mixed

@@ -15,6 +15,8 @@ pub const DATA_DIR: &str = "data";
 const MAX_POSITIONS: usize = 512;
 /// [CLS] and [SEP] plus at least a few tokens of text.
 const MIN_TOKENS: usize = 8;
+/// BERT-family backbones this size have hidden sizes up to 1024; PCA cannot keep more.
+const MAX_STATIC_DIMS: usize = 1024;
 
 /// Errors loading or validating a router definition.
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +87,13 @@ pub struct FastConfig {
     /// Stage 1 decides when its calibrated top probability is at least this; fitted
     /// on held-out data so accepted decisions are as accurate as the encoder's.
     pub accept_threshold: f32,
+    /// Principal components kept of the static token embeddings distilled from the
+    /// backbone (`distill.rs`) that stage 1 adds to its n-grams; 0 = n-grams only.
+    #[serde(default)]
+    pub static_dims: usize,
+    /// Length of the static-embedding features relative to the n-gram ones.
+    #[serde(default = "one")]
+    pub static_scale: f32,
 }
 
 /// Thresholds the gateway may use on calibrated outputs.
@@ -118,6 +127,9 @@ pub struct TrainConfig {
     /// Cap on examples per category (0 = all); used by quick tests.
     #[serde(default)]
     pub max_per_class: usize,
+    /// Distil only the first this many vocabulary tokens (0 = all); used by quick tests.
+    #[serde(default)]
+    pub distill_vocab_limit: usize,
 }
 
 fn one() -> f32 {
@@ -172,6 +184,16 @@ impl RouterConfig {
         }
         if !(0.0..=1.0).contains(&self.fast_weight) {
             return Err(invalid("fast_weight", "in 0..=1", self.fast_weight.to_string()));
+        }
+        if self.fast.static_dims > MAX_STATIC_DIMS {
+            return Err(invalid(
+                "fast.static_dims",
+                &format!("at most {MAX_STATIC_DIMS}"),
+                self.fast.static_dims.to_string(),
+            ));
+        }
+        if self.fast.static_scale.is_nan() || self.fast.static_scale <= 0.0 {
+            return Err(invalid("fast.static_scale", "> 0", self.fast.static_scale.to_string()));
         }
         if !(8..=24).contains(&self.fast.hash_bits) {
             return Err(invalid("fast.hash_bits", "in 8..=24", self.fast.hash_bits.to_string()));

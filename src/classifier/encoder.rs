@@ -150,6 +150,22 @@ impl Encoder {
         self.top = top;
     }
 
+    /// WordPiece ids of `text` without special tokens and without truncation.
+    pub fn wordpiece_ids(&self, text: &str) -> Result<Vec<u32>, EncoderError> {
+        let enc = self.tokenizer.encode(text, false).map_err(|e| EncoderError::Tokenizer(e.to_string()))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// `[CLS]` and `[SEP]` ids.
+    pub fn special_ids(&self) -> (u32, u32) {
+        (self.cls, self.sep)
+    }
+
+    /// Vocabulary size of the tokenizer.
+    pub fn vocab_size(&self) -> usize {
+        self.tokenizer.get_vocab_size(true)
+    }
+
     /// Token ids with [CLS]/[SEP], cut to `max_tokens` keeping the head and the tail.
     pub fn token_ids(&self, text: &str) -> Result<Vec<u32>, EncoderError> {
         let text = head_tail_bytes(text, self.max_tokens * BYTES_PER_TOKEN_BUDGET / 2);
@@ -224,6 +240,32 @@ impl Encoder {
     }
 }
 
+/// Splits a batch of sequences of `lens` tokens into groups of similar length, each run
+/// as its own forward pass, minimising `sum over groups (fixed + size * longest)`: a pass
+/// pays for its padding, and also a fixed cost (weight packing, op dispatch) worth about
+/// `fixed` tokens. Exact (dynamic programming over the lengths in sorted order); returns
+/// indices into `lens`. Results do not depend on the grouping: padding is masked.
+pub fn padding_groups(lens: &[usize], fixed: usize) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..lens.len()).collect();
+    order.sort_by_key(|&i| lens[i]);
+    let n = order.len();
+    // best[j]: cheapest cost of the first j sorted items; cut[j]: where its last group starts.
+    let mut best = vec![0usize; n + 1];
+    let mut cut = vec![0usize; n + 1];
+    for j in 1..=n {
+        let longest = lens[order[j - 1]];
+        (best[j], cut[j]) = (0..j).map(|i| (best[i] + fixed + (j - i) * longest, i)).min().unwrap_or((0, 0));
+    }
+    let mut groups = Vec::new();
+    let mut j = n;
+    while j > 0 {
+        groups.push(order[cut[j]..j].to_vec());
+        j = cut[j];
+    }
+    groups.reverse();
+    groups
+}
+
 /// `[b, len]` 0/1 mask -> additive `[b, 1, 1, len]` mask (0 keep, f32::MIN drop), as
 /// `get_extended_attention_mask` in candle's (private) and HF's BERT.
 pub fn extended_mask(mask: &Tensor) -> Result<Tensor, EncoderError> {
@@ -285,4 +327,22 @@ pub fn top_from_tensors(
         .collect::<Result<HashMap<_, _>, candle_core::Error>>()?;
     BertEncoder::load(VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu), &cfg)
         .map_err(|e| EncoderError::Mismatch(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::padding_groups;
+
+    #[test]
+    fn padding_groups_split_only_when_padding_costs_more_than_a_pass() {
+        // Similar lengths stay one pass; a long outlier gets its own.
+        assert_eq!(padding_groups(&[10, 12, 11], 16), vec![vec![0, 2, 1]]);
+        let groups = padding_groups(&[10, 32, 12, 32, 11, 32], 16);
+        assert_eq!(groups, vec![vec![0, 4, 2], vec![1, 3, 5]]);
+        // Every index appears exactly once.
+        let mut all: Vec<usize> = groups.into_iter().flatten().collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..6).collect::<Vec<_>>());
+        assert!(padding_groups(&[], 16).is_empty());
+    }
 }

@@ -1,5 +1,6 @@
 //! Stage 1: a multinomial logistic regression over hashed word uni/bigrams, symbol
-//! tokens and in-word char trigrams. It costs microseconds, so it decides the confident
+//! tokens, in-word char trigrams and (optionally) the text's static embedding distilled
+//! from the backbone (`distill.rs`). It costs microseconds, so it decides the confident
 //! majority of requests; only uncertain inputs pay for the transformer.
 
 use std::collections::HashMap;
@@ -9,11 +10,20 @@ use candle_core::{Device, Tensor};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
+use super::distill::StaticEmbeddings;
 use super::text::head_tail_bytes;
 
 /// Bounds stage-1 cost on huge inputs (linear in length up to here); 8 KiB of head and
 /// tail carry all the vocabulary evidence a category needs.
 const MAX_BYTES_EACH_END: usize = 8 * 1024;
+/// The static embedding reads at most this many bytes from each end of a text: ~190
+/// WordPiece tokens each, plenty for a mean, and tokenizing stays well under 1 ms even on
+/// a loaded box. Above the longest training prompt (1064 bytes = 2 x 532), so a change of
+/// this value below that would change the shipped router's features.
+const STATIC_MAX_BYTES_EACH_END: usize = 768;
+/// Tensor names of the static-embedding part inside `fast.safetensors`.
+const STATIC_TABLE: &str = "static.table";
+const STATIC_SCALE: &str = "static.scale";
 /// Adagrad step size; the loss is convex, so this only trades speed for stability.
 const LEARNING_RATE: f32 = 0.5;
 /// L2 penalty on touched weights; keeps rare n-grams from dominating.
@@ -31,14 +41,26 @@ pub enum FastError {
 /// A sparse feature vector: (bucket, value), L2-normalised, buckets unique.
 pub type Features = Vec<(u32, f32)>;
 
+/// The dense part of stage 1's features: a static embedding of the text's WordPiece
+/// tokens, scaled relative to the (unit-length) n-gram part.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Statics {
+    pub embeddings: StaticEmbeddings,
+    /// Length of the dense part against the n-gram part's 1: how much say it gets at
+    /// the start of training (the weights then adapt, but L2 and Adagrad see the scale).
+    pub scale: f32,
+}
+
 /// The trained stage-1 model; weights are dense in memory for O(1) lookups.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FastModel {
     bits: u32,
     classes: usize,
-    /// `[2^bits * classes]`, row-major by bucket.
+    /// `[(2^bits + dense dims) * classes]`, row-major by bucket: the hashed n-gram
+    /// buckets, then one row per static-embedding dimension.
     weights: Vec<f32>,
     bias: Vec<f32>,
+    statics: Option<Statics>,
 }
 
 fn fnv1a(tag: u8, parts: &[&str]) -> u64 {
@@ -55,6 +77,24 @@ fn fnv1a(tag: u8, parts: &[&str]) -> u64 {
         p.bytes().for_each(&mut eat);
     }
     h
+}
+
+/// Stage-1 features: hashed n-grams of `text` in buckets `0..2^bits`, then, with
+/// `statics`, the static embedding of `wordpieces` (the text's WordPiece ids) in buckets
+/// `2^bits..2^bits + dims`.
+pub fn features_with(text: &str, bits: u32, statics: Option<&Statics>, wordpieces: &[u32]) -> Features {
+    let mut feats = features(text, bits);
+    if let Some(s) = statics {
+        let base = 1u32 << bits;
+        let dense = s.embeddings.embed(wordpieces);
+        feats.extend(dense.into_iter().enumerate().map(|(d, v)| (base + d as u32, s.scale * v)));
+    }
+    feats
+}
+
+/// The part of `text` whose WordPiece ids feed the static embedding (head and tail).
+pub fn wordpiece_window(text: &str) -> std::borrow::Cow<'_, str> {
+    head_tail_bytes(text, STATIC_MAX_BYTES_EACH_END)
 }
 
 /// Hashed features of `text` into `2^bits` buckets.
@@ -111,6 +151,16 @@ impl FastModel {
         self.bits
     }
 
+    /// The static-embedding part, if this model has one (then it needs WordPiece ids).
+    pub fn statics(&self) -> Option<&Statics> {
+        self.statics.as_ref()
+    }
+
+    /// Features of `text` for this model; `wordpieces` matter only with statics.
+    pub fn features(&self, text: &str, wordpieces: &[u32]) -> Features {
+        features_with(text, self.bits, self.statics.as_ref(), wordpieces)
+    }
+
     /// Raw (uncalibrated) logits for pre-computed features.
     pub fn logits_of(&self, feats: &Features) -> Vec<f32> {
         let mut out = self.bias.clone();
@@ -121,15 +171,18 @@ impl FastModel {
         out
     }
 
-    /// Raw logits of `text`.
-    pub fn logits(&self, text: &str) -> Vec<f32> {
-        self.logits_of(&features(text, self.bits))
-    }
-
     /// Trains with Adagrad on softmax cross-entropy; deterministic for a given seed.
-    pub fn train(data: &[(Features, usize)], classes: usize, bits: u32, epochs: usize, seed: u64) -> Self {
-        let buckets = 1usize << bits;
-        let mut m = Self { bits, classes, weights: vec![0.0; buckets * classes], bias: vec![0.0; classes] };
+    /// `data` must come from [`features_with`] with the same `bits` and `statics`.
+    pub fn train(
+        data: &[(Features, usize)],
+        classes: usize,
+        bits: u32,
+        statics: Option<Statics>,
+        epochs: usize,
+        seed: u64,
+    ) -> Self {
+        let buckets = (1usize << bits) + statics.as_ref().map_or(0, |s| s.embeddings.dims());
+        let mut m = Self { bits, classes, weights: vec![0.0; buckets * classes], bias: vec![0.0; classes], statics };
         let mut g2w = vec![1e-8f32; buckets * classes];
         let mut g2b = vec![1e-8f32; classes];
         let mut order: Vec<usize> = (0..data.len()).collect();
@@ -168,7 +221,7 @@ impl FastModel {
         }
         let n = idx.len();
         let dev = Device::Cpu;
-        let tensors: HashMap<String, Tensor> = [
+        let mut tensors: HashMap<String, Tensor> = [
             ("fast.index".to_owned(), Tensor::from_vec(idx, n, &dev).map_err(io)?),
             ("fast.weight".to_owned(), Tensor::from_vec(rows, (n, self.classes), &dev).map_err(io)?),
             ("fast.bias".to_owned(), Tensor::from_vec(self.bias.clone(), self.classes, &dev).map_err(io)?),
@@ -176,6 +229,10 @@ impl FastModel {
         ]
         .into_iter()
         .collect();
+        if let Some(s) = &self.statics {
+            tensors.insert(STATIC_TABLE.to_owned(), s.embeddings.to_tensor().map_err(io)?);
+            tensors.insert(STATIC_SCALE.to_owned(), Tensor::from_vec(vec![s.scale], 1, &dev).map_err(io)?);
+        }
         candle_core::safetensors::save(&tensors, path).map_err(io)
     }
 
@@ -197,14 +254,23 @@ impl FastModel {
         if bias.len() != classes || rows.iter().any(|r| r.len() != classes) {
             return Err(bad(format!("expected {classes} classes, found {}", bias.len())));
         }
-        let mut weights = vec![0.0; (1usize << bits) * classes];
+        let statics = match (t.get(STATIC_TABLE), t.get(STATIC_SCALE)) {
+            (Some(table), Some(scale)) => Some(Statics {
+                embeddings: StaticEmbeddings::from_tensor(table).map_err(io)?,
+                scale: scale.to_vec1::<f32>().map_err(io)?.first().copied().ok_or_else(|| bad("empty scale".into()))?,
+            }),
+            (None, None) => None,
+            _ => return Err(bad(format!("needs both {STATIC_TABLE} and {STATIC_SCALE} or neither"))),
+        };
+        let buckets = (1usize << bits) + statics.as_ref().map_or(0, |s| s.embeddings.dims());
+        let mut weights = vec![0.0; buckets * classes];
         for (k, row) in idx.iter().zip(rows) {
             let k = *k as usize;
-            if k >= 1 << bits {
+            if k >= buckets {
                 return Err(bad(format!("bucket {k} out of range")));
             }
             weights[k * classes..(k + 1) * classes].copy_from_slice(&row);
         }
-        Ok(Self { bits, classes, weights, bias })
+        Ok(Self { bits, classes, weights, bias, statics })
     }
 }

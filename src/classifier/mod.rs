@@ -17,6 +17,7 @@ pub mod centroid;
 pub mod cli;
 pub mod config;
 pub mod data;
+pub mod distill;
 pub mod encoder;
 pub mod eval;
 pub mod fast;
@@ -34,7 +35,7 @@ pub use cascade::Classifier;
 pub use centroid::CentroidRouter;
 pub use config::{ConfigError, RouterConfig};
 pub use encoder::{Encoder, EncoderError};
-pub use service::{ClassifierService, ServiceConfig};
+pub use service::{ClassifierService, ServiceConfig, ServiceStats};
 pub use text::prompt_text;
 
 /// Which stage of the cascade produced a decision.

@@ -55,11 +55,15 @@ fn training_is_deterministic() {
     cfg.max_tokens = 32;
     cfg.train.val_fraction = 0.25;
     cfg.train.test_fraction = 0.25;
+    // Stage 1's static embeddings on a slice of the vocabulary: same code path, seconds.
+    cfg.fast.static_dims = 16;
+    cfg.train.distill_vocab_limit = 1500;
     let data = load_dir(&router_dir().join("data"), &cfg.labels).unwrap();
     let opts = TrainOptions { models_dir: models_dir(), progress: false };
     let a = fit(cfg.clone(), data.clone(), &opts).unwrap();
     let b = fit(cfg, data, &opts).unwrap();
     assert_eq!(a.fast, b.fast, "stage-1 weights differ between identical runs");
+    assert_eq!(a.fast.statics().map(|s| s.embeddings.dims()), Some(16), "static embeddings missing from stage 1");
     let mut names: Vec<&String> = a.tensors.keys().collect();
     names.sort();
     assert!(names.iter().any(|n| n.starts_with("encoder.layer.0.")), "fine-tuned layer missing: {names:?}");
@@ -239,6 +243,9 @@ fn service_batches_concurrent_requests_and_reports_queue_full() {
                 "{t:?}: service result differs from alone"
             );
         }
+        let st = svc.stats();
+        assert_eq!(st.fast + st.encoder_items, texts.len() as u64, "every request counted once: {st:?}");
+        assert!(st.encoder_batches < st.encoder_items, "concurrent encoder requests were not batched: {st:?}");
         let tiny = ServiceConfig { encoder_queue_capacity: 1, max_batch: 1, ..ServiceConfig::default() };
         let svc = Arc::new(ClassifierService::start(clf.clone() as Arc<dyn Router>, tiny).unwrap());
         let handles: Vec<_> = texts
@@ -258,6 +265,7 @@ fn service_batches_concurrent_requests_and_reports_queue_full() {
             }
         }
         assert!(full > 0, "a 1-slot encoder queue must overflow under 24 concurrent requests");
+        assert_eq!(svc.stats().queue_full, full, "the queue-full counter must match the refusals");
     });
 }
 

@@ -15,9 +15,10 @@ use sha2::Digest;
 use super::cascade::{mix, Classifier, LoadError};
 use super::config::{RouterConfig, DATA_DIR, FAST_FILE, WEIGHTS_FILE};
 use super::data::{load_dir, DataError, Example};
+use super::distill::StaticEmbeddings;
 use super::encoder::{backbone_layers, backbone_top_tensors, Encoder, EncoderError};
 use super::eval::{compute, Metrics};
-use super::fast::{features, FastModel};
+use super::fast::{features_with, wordpiece_window, FastModel, Features, Statics};
 use super::head::{Head, HEAD_PREFIX, TOP_PREFIX};
 use super::{argmax, softmax_t, ConfigError};
 
@@ -197,19 +198,47 @@ pub fn fit(mut config: RouterConfig, examples: Vec<Example>, opts: &TrainOptions
     let tc = config.train.clone();
     let device = Device::Cpu;
 
-    // Stage 1: cheap, so it trains first.
-    let feats =
-        |s: &[Example]| s.iter().map(|e| (features(&e.text, config.fast.hash_bits), e.label)).collect::<Vec<_>>();
-    let fast = FastModel::train(&feats(&train), classes, config.fast.hash_bits, tc.fast_epochs, tc.seed);
-    let fast_logits = |s: &[Example]| s.iter().map(|e| fast.logits(&e.text)).collect::<Vec<_>>();
-    let (fast_val, fast_test) = (fast_logits(&val), fast_logits(&test));
-
-    // Stage 2: frozen bottom layers run once per example; only the top k train.
     let layers = backbone_layers(&opts.models_dir, &config.backbone)?;
     let k = config.trainable_layers.min(layers);
     config.trainable_layers = k;
     let encoder =
         Encoder::load(&opts.models_dir, &config.backbone, Some(layers - k), config.max_tokens, config.pooling)?;
+
+    // Stage 1: cheap, so it trains first. Its static embeddings come from the untouched
+    // backbone (all layers), weighted by IDF over the training split only.
+    let statics = if config.fast.static_dims > 0 {
+        let backbone = Encoder::load(&opts.models_dir, &config.backbone, None, config.max_tokens, config.pooling)?;
+        let pb = bar(backbone.vocab_size(), "distill", opts.progress);
+        let mut emb = StaticEmbeddings::distill(&backbone, config.fast.static_dims, tc.distill_vocab_limit, &|n| {
+            pb.inc(n as u64)
+        })?;
+        pb.finish_and_clear();
+        let docs =
+            train.iter().map(|e| encoder.wordpiece_ids(&wordpiece_window(&e.text))).collect::<Result<Vec<_>, _>>()?;
+        emb.weight_by_idf(&docs);
+        Some(Statics { embeddings: emb, scale: config.fast.static_scale })
+    } else {
+        None
+    };
+    let use_statics = statics.is_some();
+    let wordpieces = |text: &str| -> Result<Vec<u32>, EncoderError> {
+        if use_statics {
+            encoder.wordpiece_ids(&wordpiece_window(text))
+        } else {
+            Ok(Vec::new())
+        }
+    };
+    let train_feats = train
+        .iter()
+        .map(|e| Ok((features_with(&e.text, config.fast.hash_bits, statics.as_ref(), &wordpieces(&e.text)?), e.label)))
+        .collect::<Result<Vec<(Features, usize)>, TrainError>>()?;
+    let fast = FastModel::train(&train_feats, classes, config.fast.hash_bits, statics, tc.fast_epochs, tc.seed);
+    let fast_logits = |s: &[Example]| -> Result<Vec<Vec<f32>>, TrainError> {
+        s.iter().map(|e| Ok(fast.logits_of(&fast.features(&e.text, &wordpieces(&e.text)?)))).collect()
+    };
+    let (fast_val, fast_test) = (fast_logits(&val)?, fast_logits(&test)?);
+
+    // Stage 2: frozen bottom layers run once per example; only the top k train.
     let all: Vec<&Example> = train.iter().chain(&val).collect();
     let cached = cache_bottom(&encoder, &all, k == 0, opts.progress)?;
     let (cached_train, cached_val) = cached.split_at(train.len());
