@@ -113,7 +113,8 @@ pub struct CallOptions<'a> {
 }
 
 pub enum Backend {
-    Remote(remote::RemoteExpert),
+    /// Boxed: its client, parsed URLs and headers dwarf a local backend handle.
+    Remote(Box<remote::RemoteExpert>),
     Local(local::LocalBackend),
 }
 
@@ -134,7 +135,7 @@ impl Expert {
         tiers: Option<&crate::tiers::TierManager>,
     ) -> Result<Self, ExpertError> {
         let backend = match &config.kind {
-            ExpertKind::OpenAi(remote) => Backend::Remote(remote::RemoteExpert::new(&config.name, remote)?),
+            ExpertKind::OpenAi(remote) => Backend::Remote(Box::new(remote::RemoteExpert::new(&config.name, remote)?)),
             ExpertKind::Local(settings) => Backend::Local(local::LocalBackend::new(&config.name, settings, tiers)?),
         };
         Ok(Self {

@@ -131,8 +131,8 @@ impl RemoteExpert {
         body: &serde_json::Map<String, serde_json::Value>,
         trace: &[(http::HeaderName, http::HeaderValue)],
     ) -> Result<reqwest::Response, ExpertError> {
-        let payload = serde_json::to_vec(&WithModel { body, model: &self.model })
-            .map_err(|e| self.protocol(e.to_string()))?;
+        let payload =
+            serde_json::to_vec(&WithModel { body, model: &self.model }).map_err(|e| self.protocol(e.to_string()))?;
         let mut req = self.client.post(url.clone()).headers(self.headers.clone()).body(payload);
         for (k, v) in trace {
             req = req.header(k, v);

@@ -379,10 +379,7 @@ impl Req {
         first_event: Option<Instant>,
     ) {
         let elapsed = at.duration_since(self.start);
-        let mut attrs = vec![
-            KeyValue::new(GEN_AI_OPERATION_NAME, self.op.name()),
-            self.request_model.clone(),
-        ];
+        let mut attrs = vec![KeyValue::new(GEN_AI_OPERATION_NAME, self.op.name()), self.request_model.clone()];
         if let Some(m) = &self.response_model {
             attrs.push(KeyValue::new(GEN_AI_RESPONSE_MODEL, m.clone()));
         }
