@@ -15,8 +15,9 @@ use std::time::Duration;
 /// far below any scrape or export interval, and few enough wake-ups to cost nothing.
 const DRAIN_PERIOD: Duration = Duration::from_millis(10);
 /// Jobs waiting at most. At the gateway's peak rate (~20k requests/s per core) a period
-/// produces ~200; the margin absorbs a stalled recorder before requests record in place.
-const QUEUE_CAPACITY: usize = 16_384;
+/// produces ~200; the margin absorbs a stalled recorder before requests record in place,
+/// and bounds what waiting jobs hold (each keeps its response body until it is parsed).
+const QUEUE_CAPACITY: usize = 4096;
 
 pub(crate) type Job = Box<dyn FnOnce() + Send>;
 
@@ -32,13 +33,13 @@ impl Deferred {
         let (tx, rx) = sync_channel::<Job>(QUEUE_CAPACITY);
         let rx = Arc::new(Mutex::new(rx));
         let worker = rx.clone();
-        let spawned = std::thread::Builder::new().name("triage-telemetry".into()).spawn(move || {
-            lower_priority();
-            loop {
-                std::thread::sleep(DRAIN_PERIOD);
-                if !drain(&worker) {
-                    return;
-                }
+        // Normal priority on purpose: at nice 19 the recorder starved whenever requests kept
+        // its core busy (the benchmark's one-core layout), the queue filled, requests
+        // recorded in place, and the queued jobs held 70 MB.
+        let spawned = std::thread::Builder::new().name("triage-telemetry".into()).spawn(move || loop {
+            std::thread::sleep(DRAIN_PERIOD);
+            if !drain(&worker) {
+                return;
             }
         });
         if let Err(e) = spawned {
@@ -60,24 +61,6 @@ impl Deferred {
         drain(&self.rx);
     }
 }
-
-/// The lowest scheduling priority (nice 19) for the calling thread: a drain of ~10 ms of
-/// requests' telemetry must not delay requests that share its core, so the request
-/// threads preempt it whenever they wake. (On Linux, `setpriority(PRIO_PROCESS, 0)`
-/// applies to the calling thread only.)
-#[cfg(target_os = "linux")]
-fn lower_priority() {
-    const LOWEST: libc::c_int = 19;
-    #[expect(unsafe_code, reason = "setpriority has no safe wrapper in std; it only reads its integer arguments")]
-    // SAFETY: a plain syscall with integer arguments; no memory is shared.
-    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, LOWEST) };
-    if rc != 0 {
-        tracing::debug!(error = %std::io::Error::last_os_error(), "Cannot lower the telemetry recorder's priority.");
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn lower_priority() {}
 
 /// Runs the queued jobs; false once every sender is gone and the queue is empty.
 fn drain(rx: &Mutex<Receiver<Job>>) -> bool {
