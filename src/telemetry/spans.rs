@@ -313,7 +313,7 @@ impl RequestTelemetry {
             }
             None => r.cx.clone(),
         };
-        let headers = if cx.has_active_span() || cx.span().span_context().is_valid() {
+        let headers = if cx.span().span_context().is_valid() {
             let mut map = HeaderMap::new();
             TraceContextPropagator::new().inject_context(&cx, &mut HeaderInjector(&mut map));
             map.into_iter().filter_map(|(k, v)| k.map(|k| (k, v))).collect()
