@@ -164,7 +164,7 @@ async fn chat_inner(
     }
     let not_hot = snapshot.virtual_models().iter().find(|m| m.name == req.model).map(|m| m.not_hot).unwrap_or_default();
     let last = decision.experts.last().cloned();
-    let attempt = attempt_all(&snapshot, &decision, &mut rec.tried, tel, |e, trace| {
+    let attempt = attempt_all(&snapshot, &decision, &mut rec.tried, &mut *tel, |e, trace| {
         let body = &req.body;
         let opts = CallOptions {
             stream: req.stream,
@@ -335,7 +335,7 @@ async fn embeddings_inner(
     let decision = snapshot.route(&req.model, String::new, 0).await?;
     tel.routed(&decision, routing, Some(snapshot.version()));
     rec.policy_version = snapshot.version().to_string();
-    let (expert, body, attempt) = attempt_all(&snapshot, &decision, &mut rec.tried, tel, |e, trace| {
+    let (expert, body, attempt) = attempt_all(&snapshot, &decision, &mut rec.tried, &mut *tel, |e, trace| {
         let body = &req.body;
         async move { e.embeddings(body, &trace).await }
     })
@@ -359,7 +359,7 @@ async fn attempt_all<T, F, Fut>(
     snapshot: &Snapshot,
     decision: &Decision,
     tried: &mut Vec<String>,
-    tel: &RequestTelemetry,
+    tel: &mut RequestTelemetry,
     mut call: F,
 ) -> Result<(Arc<Expert>, T, Attempt), ApiError>
 where

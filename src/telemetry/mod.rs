@@ -14,11 +14,11 @@ pub mod spans;
 
 mod deferred;
 mod export;
+mod trace;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use opentelemetry::trace::TracerProvider as _;
 use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::metrics::data::ResourceMetrics;
@@ -26,7 +26,7 @@ use opentelemetry_sdk::metrics::reader::MetricReader;
 use opentelemetry_sdk::metrics::{
     InstrumentKind, ManualReader, PeriodicReader, Pipeline, SdkMeterProvider, Temporality,
 };
-use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
+use opentelemetry_sdk::trace::Sampler;
 use opentelemetry_sdk::Resource;
 
 pub use metrics::Metrics;
@@ -35,6 +35,8 @@ pub use spans::{Attempt, Operation, RequestTelemetry, StreamTelemetry};
 pub use export::BatchConfig;
 use export::{CountingMetricExporter, ExportRuntime, LateMetrics, QueueingSpanProcessor};
 use metrics::Instruments;
+pub use trace::sampler_from;
+use trace::Tracing;
 
 /// The service name when neither `OTEL_SERVICE_NAME` nor `OTEL_RESOURCE_ATTRIBUTES` sets
 /// one; the SDK's own default, `unknown_service`, would hide the gateway in a trace store.
@@ -84,6 +86,8 @@ pub struct TelemetryConfig {
     pub batch: BatchConfig,
     /// `None`: the SDK reads `OTEL_METRIC_EXPORT_INTERVAL` (default 60 s).
     pub metric_interval: Option<Duration>,
+    /// `OTEL_TRACES_SAMPLER{,_ARG}`; default `parentbased_always_on`.
+    pub sampler: Sampler,
 }
 
 impl Default for TelemetryConfig {
@@ -101,6 +105,7 @@ impl Default for TelemetryConfig {
                 delay: DEFAULT_BSP_DELAY,
             },
             metric_interval: None,
+            sampler: Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
         }
     }
 }
@@ -146,9 +151,10 @@ impl TelemetryConfig {
     /// Reads the standard variables: `OTEL_SDK_DISABLED`, `OTEL_TRACES_EXPORTER`,
     /// `OTEL_METRICS_EXPORTER`, `OTEL_EXPORTER_OTLP_{,TRACES_,METRICS_}ENDPOINT`,
     /// `OTEL_EXPORTER_OTLP_PROTOCOL` (`http/protobuf` only), `OTEL_EXPORTER_OTLP_TIMEOUT`,
-    /// `OTEL_BSP_{MAX_QUEUE_SIZE,MAX_EXPORT_BATCH_SIZE,SCHEDULE_DELAY}`; the SDK itself
-    /// reads `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER{,_ARG}`,
-    /// `OTEL_METRIC_EXPORT_INTERVAL` and `OTEL_EXPORTER_OTLP_HEADERS`.
+    /// `OTEL_BSP_{MAX_QUEUE_SIZE,MAX_EXPORT_BATCH_SIZE,SCHEDULE_DELAY}`,
+    /// `OTEL_TRACES_SAMPLER{,_ARG}`; the SDK itself reads `OTEL_SERVICE_NAME`,
+    /// `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_METRIC_EXPORT_INTERVAL` and
+    /// `OTEL_EXPORTER_OTLP_HEADERS`.
     pub fn from_env() -> Result<Self, TelemetryError> {
         for var in
             ["OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"]
@@ -185,6 +191,10 @@ impl TelemetryConfig {
                 )?),
             },
             metric_interval: None,
+            sampler: trace::sampler_from(
+                env("OTEL_TRACES_SAMPLER").as_deref(),
+                env("OTEL_TRACES_SAMPLER_ARG").as_deref(),
+            )?,
         })
     }
 
@@ -228,8 +238,8 @@ impl MetricReader for SharedReader {
 struct Inner {
     metrics: Metrics,
     instruments: Arc<Instruments>,
-    tracer: Option<SdkTracer>,
-    tracer_provider: Option<SdkTracerProvider>,
+    /// Set when traces are exported.
+    tracing: Option<Arc<Tracing>>,
     meter_provider: SdkMeterProvider,
     prometheus: SharedReader,
     capture_content: bool,
@@ -300,8 +310,8 @@ impl Telemetry {
         let metrics = Metrics(Some(instruments.clone()));
         late.set(metrics.clone());
 
-        let (tracer, tracer_provider) = match (&cfg.traces, &runtime) {
-            (Export::Off, _) | (_, None) => (None, None),
+        let tracing = match (&cfg.traces, &runtime) {
+            (Export::Off, _) | (_, None) => None,
             (target, Some(rt)) => {
                 let mut b = opentelemetry_otlp::SpanExporter::builder()
                     .with_http()
@@ -313,16 +323,13 @@ impl Telemetry {
                 let mut exporter = b.build().map_err(|e| TelemetryError::Exporter(e.to_string()))?;
                 opentelemetry_sdk::trace::SpanExporter::set_resource(&mut exporter, &resource);
                 let processor = QueueingSpanProcessor::start(exporter, cfg.batch, metrics.clone())?;
-                let provider =
-                    SdkTracerProvider::builder().with_resource(resource).with_span_processor(processor).build();
-                (Some(provider.tracer_with_scope(scope())), Some(provider))
+                Some(Arc::new(Tracing::new(cfg.sampler.clone(), processor, scope())))
             }
         };
         Ok(Self(Some(Arc::new(Inner {
             metrics,
             instruments,
-            tracer,
-            tracer_provider,
+            tracing,
             meter_provider,
             prometheus,
             capture_content: cfg.capture_content,
@@ -355,8 +362,8 @@ impl Telemetry {
     pub fn flush(&self) {
         let Some(inner) = &self.0 else { return };
         inner.instruments.deferred.flush();
-        if let Some(tp) = &inner.tracer_provider {
-            if let Err(e) = tp.force_flush() {
+        if let Some(t) = &inner.tracing {
+            if let Err(e) = t.force_flush() {
                 tracing::debug!(error = %e, "Flushing spans failed.");
             }
         }
@@ -369,8 +376,8 @@ impl Telemetry {
     pub fn shutdown(&self) {
         let Some(inner) = &self.0 else { return };
         inner.instruments.deferred.flush();
-        if let Some(tp) = &inner.tracer_provider {
-            let _ = tp.shutdown();
+        if let Some(t) = &inner.tracing {
+            let _ = t.shutdown();
         }
         let _ = inner.meter_provider.shutdown();
     }

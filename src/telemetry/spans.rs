@@ -7,22 +7,22 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use bytes::Bytes;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry::propagation::TextMapPropagator;
-use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt, Tracer};
+use opentelemetry::trace::{SpanContext, SpanKind, Status, TraceContextExt};
 use opentelemetry::{Array, Context, KeyValue, StringValue, Value};
-use opentelemetry_http::{HeaderExtractor, HeaderInjector};
+use opentelemetry_http::HeaderExtractor;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::SdkTracer;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::metrics::Instruments;
 use super::semconv::*;
+use super::trace::{trace_headers, OpenSpan, Tracing};
 use super::Telemetry;
 use crate::api::error::ApiError;
 use crate::config::ExpertKind;
@@ -61,15 +61,26 @@ impl Operation {
             Self::Embeddings => "/v1/embeddings",
         }
     }
+
+    /// The server span's name (HTTP semconv: method and route).
+    fn span_name(self) -> &'static str {
+        match self {
+            Self::Chat => "POST /v1/chat/completions",
+            Self::Embeddings => "POST /v1/embeddings",
+        }
+    }
 }
 
 struct Req {
     instruments: Arc<Instruments>,
-    tracer: Option<SdkTracer>,
+    /// Set when traces are exported (sampled or not: unsampled requests still get ids).
+    tracing: Option<Arc<Tracing>>,
     capture_content: bool,
-    /// Holds the server span when tracing; else the client's (remote) context, so it is
-    /// still propagated to the experts.
-    cx: Context,
+    /// The server span's context when tracing; else the client's, so it is still
+    /// propagated to the experts.
+    cx: SpanContext,
+    /// The server span, when sampled.
+    span: Option<OpenSpan>,
     start: Instant,
     op: Operation,
     /// `gen_ai.request.model`, built once and shared by every measurement.
@@ -77,6 +88,7 @@ struct Req {
     /// `triage.category`, likewise.
     category: KeyValue,
     stream: bool,
+    confidence: Option<f32>,
     response_model: Option<String>,
     usage: Option<Usage>,
     /// The winning attempt of a complete (non-streamed) answer, ended with the request.
@@ -107,33 +119,29 @@ impl Telemetry {
                 .collect();
             return RequestTelemetry { inner: None, passthrough };
         };
+        let start = Instant::now();
         let parent = extract(headers);
-        let cx = match &t.tracer {
-            Some(tracer) => {
-                let span = tracer
-                    .span_builder(format!("POST {}", op.route()))
-                    .with_kind(SpanKind::Server)
-                    .with_attributes([
-                        KeyValue::new(HTTP_REQUEST_METHOD, "POST"),
-                        KeyValue::new(HTTP_ROUTE, op.route()),
-                        KeyValue::new(GEN_AI_OPERATION_NAME, op.name()),
-                    ])
-                    .start_with_context(tracer, &parent);
-                parent.with_span(span)
+        let (cx, span) = match &t.tracing {
+            Some(tracing) => {
+                let cx = tracing.server(&parent, op.span_name());
+                let span = OpenSpan::start(&cx, parent.span().span_context(), start);
+                (cx, span)
             }
-            None => parent,
+            None => (parent.span().span_context().clone(), None),
         };
         RequestTelemetry {
             inner: Some(Box::new(Req {
                 instruments: t.instruments.clone(),
-                tracer: t.tracer.clone(),
+                tracing: t.tracing.clone(),
                 capture_content: t.capture_content,
                 cx,
-                start: Instant::now(),
+                span,
+                start,
                 op,
                 request_model: KeyValue::new(GEN_AI_REQUEST_MODEL, UNROUTED_MODEL),
                 category: KeyValue::new(TRIAGE_CATEGORY, NO_CATEGORY),
                 stream: false,
+                confidence: None,
                 response_model: None,
                 usage: None,
                 won: None,
@@ -191,10 +199,10 @@ impl ExpertAttrs {
         Self { chat: attrs(Operation::Chat), embeddings: attrs(Operation::Embeddings), expert, upstream_model }
     }
 
-    fn for_op(&self, op: Operation) -> &[KeyValue] {
+    fn for_op(&self, op: Operation) -> Arc<[KeyValue]> {
         match op {
-            Operation::Chat => &self.chat,
-            Operation::Embeddings => &self.embeddings,
+            Operation::Chat => self.chat.clone(),
+            Operation::Embeddings => self.embeddings.clone(),
         }
     }
 }
@@ -212,16 +220,15 @@ impl RequestTelemetry {
     pub fn streaming(&mut self, stream: bool) {
         if let Some(r) = &mut self.inner {
             r.stream = stream;
-            r.cx.span().set_attribute(KeyValue::new(TRIAGE_STREAM, stream));
         }
     }
 
     /// Records the prompt on the server span, only if the operator opted in
     /// ([`super::ENV_CAPTURE_CONTENT`]).
-    pub fn prompt(&self, messages: Option<&serde_json::Value>) {
-        let Some(r) = &self.inner else { return };
-        if let (true, Some(m)) = (r.capture_content && r.tracer.is_some(), messages) {
-            r.cx.span().set_attribute(KeyValue::new(GEN_AI_INPUT_MESSAGES, m.to_string()));
+    pub fn prompt(&mut self, messages: Option<&serde_json::Value>) {
+        let Some(r) = &mut self.inner else { return };
+        if let (true, Some(span), Some(m)) = (r.capture_content, &mut r.span, messages) {
+            span.attrs.push(KeyValue::new(GEN_AI_INPUT_MESSAGES, m.to_string()));
         }
     }
 
@@ -231,51 +238,40 @@ impl RequestTelemetry {
         let Some(r) = &mut self.inner else { return };
         r.request_model = KeyValue::new(GEN_AI_REQUEST_MODEL, shared(&d.model));
         r.category = category_kv(&d.category);
+        r.confidence = d.confidence;
         let first = KeyValue::new(TRIAGE_EXPERT, d.experts.first().map_or("", String::as_str).to_string());
         let decisions = [r.category.clone(), first];
-        let route = r.tracer.as_ref().map(|tracer| {
-            let now = SystemTime::now();
-            let mut attrs = vec![
-                r.request_model.clone(),
-                r.category.clone(),
-                KeyValue::new(TRIAGE_EXPERTS, strings(d.experts.iter().cloned())),
-                KeyValue::new(TRIAGE_ROUTE_REASONS, strings(d.reasons.iter().cloned())),
-            ];
-            if let Some(c) = d.confidence {
-                attrs.push(KeyValue::new(TRIAGE_CONFIDENCE, f64::from(c)));
+        let route = match (&r.tracing, &r.span) {
+            (Some(tracing), Some(_)) => {
+                let mut attrs = vec![
+                    r.request_model.clone(),
+                    r.category.clone(),
+                    KeyValue::new(TRIAGE_EXPERTS, strings(d.experts.iter().cloned())),
+                    KeyValue::new(TRIAGE_ROUTE_REASONS, strings(d.reasons.iter().cloned())),
+                ];
+                if let Some(c) = d.confidence {
+                    attrs.push(KeyValue::new(TRIAGE_CONFIDENCE, f64::from(c)));
+                }
+                if let Some(v) = policy_version {
+                    attrs.push(KeyValue::new(TRIAGE_POLICY_VERSION, v.to_string()));
+                }
+                let cx = tracing.child(&r.cx);
+                OpenSpan::start(&cx, &r.cx, started).map(|span| (tracing.clone(), span, attrs))
             }
-            if let Some(v) = policy_version {
-                attrs.push(KeyValue::new(TRIAGE_POLICY_VERSION, v.to_string()));
-            }
-            (tracer.clone(), r.cx.clone(), now.checked_sub(started.elapsed()).unwrap_or(now), now, attrs)
-        });
-        let instruments = r.instruments.clone();
+            _ => None,
+        };
+        let (instruments, ended) = (r.instruments.clone(), Instant::now());
         r.instruments.deferred.run(move || {
             instruments.routing_decisions.add(1, &decisions);
-            if let Some((tracer, cx, start, end, attrs)) = route {
-                let mut span = tracer
-                    .span_builder("route")
-                    .with_kind(SpanKind::Internal)
-                    .with_start_time(start)
-                    .with_attributes(attrs)
-                    .start_with_context(&tracer, &cx);
-                span.end_with_timestamp(end);
+            if let Some((tracing, span, attrs)) = route {
+                span.end(&tracing, "route", SpanKind::Internal, ended, attrs, Status::Unset);
             }
         });
-        if r.tracer.is_none() {
-            return;
-        }
-        let server = r.cx.span();
-        server.set_attribute(r.request_model.clone());
-        server.set_attribute(r.category.clone());
-        if let Some(c) = d.confidence {
-            server.set_attribute(KeyValue::new(TRIAGE_CONFIDENCE, f64::from(c)));
-        }
     }
 
     /// An expert was passed over (failed, or its breaker is open) for `reason`.
-    pub fn fallback(&self, expert: &str, reason: &'static str) {
-        let Some(r) = &self.inner else { return };
+    pub fn fallback(&mut self, expert: &str, reason: &'static str) {
+        let Some(r) = &mut self.inner else { return };
         r.instruments.fallbacks.add(
             1,
             &[
@@ -284,8 +280,8 @@ impl RequestTelemetry {
                 KeyValue::new(TRIAGE_FALLBACK_REASON, reason),
             ],
         );
-        if r.tracer.is_some() {
-            r.cx.span().add_event(
+        if let Some(span) = &mut r.span {
+            span.add_event(
                 "triage.fallback",
                 vec![KeyValue::new(TRIAGE_EXPERT, expert.to_string()), KeyValue::new(TRIAGE_FALLBACK_REASON, reason)],
             );
@@ -297,37 +293,28 @@ impl RequestTelemetry {
         let Some(r) = &self.inner else {
             return Attempt { inner: None, headers: self.passthrough.clone() };
         };
+        let start = Instant::now();
         let known = &expert.otel;
-        let attrs = known.for_op(r.op).to_vec();
-        let cx = match &r.tracer {
-            Some(tracer) => {
-                let mut span_attrs = attrs.clone();
-                span_attrs.push(KeyValue::new(TRIAGE_ATTEMPT, i64::from(n)));
-                span_attrs.push(r.category.clone());
-                let span = tracer
-                    .span_builder(format!("{} {}", r.op.name(), known.upstream_model))
-                    .with_kind(SpanKind::Client)
-                    .with_attributes(span_attrs)
-                    .start_with_context(tracer, &r.cx);
-                r.cx.with_span(span)
+        let (cx, span) = match &r.tracing {
+            Some(tracing) => {
+                let cx = tracing.child(&r.cx);
+                let span = OpenSpan::start(&cx, &r.cx, start);
+                (cx, span)
             }
-            None => r.cx.clone(),
+            None => (r.cx.clone(), None),
         };
-        let headers = if cx.span().span_context().is_valid() {
-            let mut map = HeaderMap::new();
-            TraceContextPropagator::new().inject_context(&cx, &mut HeaderInjector(&mut map));
-            map.into_iter().filter_map(|(k, v)| k.map(|k| (k, v))).collect()
-        } else {
-            Vec::new()
-        };
+        let headers = trace_headers(&cx);
         Attempt {
             inner: Some(Box::new(Att {
                 instruments: r.instruments.clone(),
-                tracing: r.tracer.is_some(),
+                tracing: span.as_ref().and(r.tracing.clone()),
+                span,
                 capture_content: r.capture_content,
-                cx,
-                start: Instant::now(),
-                attrs,
+                start,
+                attrs: known.for_op(r.op),
+                op: r.op,
+                n,
+                upstream_model: known.upstream_model.clone(),
                 price: (expert.config.price.input_per_mtok, expert.config.price.output_per_mtok),
                 category: r.category.clone(),
                 expert: known.expert.clone(),
@@ -402,27 +389,36 @@ impl Req {
                 i.tpot.record(rest.as_secs_f64() / (out - 1) as f64, &attrs);
             }
         }
-        if self.tracer.is_none() {
-            return;
+        let (Some(tracing), Some(span)) = (&self.tracing, self.span) else { return };
+        let mut attrs = vec![
+            KeyValue::new(HTTP_REQUEST_METHOD, "POST"),
+            KeyValue::new(HTTP_ROUTE, self.op.route()),
+            KeyValue::new(GEN_AI_OPERATION_NAME, self.op.name()),
+            KeyValue::new(TRIAGE_STREAM, self.stream),
+            self.request_model,
+            self.category,
+            KeyValue::new(HTTP_RESPONSE_STATUS_CODE, i64::from(status)),
+        ];
+        if let Some(c) = self.confidence {
+            attrs.push(KeyValue::new(TRIAGE_CONFIDENCE, f64::from(c)));
         }
-        let span = self.cx.span();
-        span.set_attribute(KeyValue::new(HTTP_RESPONSE_STATUS_CODE, i64::from(status)));
-        if let Some(m) = &self.response_model {
-            span.set_attribute(KeyValue::new(GEN_AI_RESPONSE_MODEL, m.clone()));
+        if let Some(m) = self.response_model {
+            attrs.push(KeyValue::new(GEN_AI_RESPONSE_MODEL, m));
         }
         if let Some(u) = self.usage {
-            span.set_attribute(KeyValue::new(GEN_AI_USAGE_INPUT_TOKENS, u.prompt_tokens as i64));
-            span.set_attribute(KeyValue::new(GEN_AI_USAGE_OUTPUT_TOKENS, u.completion_tokens as i64));
+            attrs.push(KeyValue::new(GEN_AI_USAGE_INPUT_TOKENS, u.prompt_tokens as i64));
+            attrs.push(KeyValue::new(GEN_AI_USAGE_OUTPUT_TOKENS, u.completion_tokens as i64));
         }
+        let mut span_status = Status::Unset;
         if let Some(e) = error {
-            span.set_attribute(KeyValue::new(ERROR_TYPE, e));
+            attrs.push(KeyValue::new(ERROR_TYPE, e));
             // HTTP semconv: a 4xx is the client's error, so the server span stays unset. A
             // stream that failed after its 200 is the gateway's (or the expert's) error.
             if !(400..500).contains(&status) {
-                span.set_status(Status::error(message.unwrap_or(e).to_string()));
+                span_status = Status::error(message.unwrap_or(e).to_string());
             }
         }
-        span.end_with_timestamp(wall_clock(at));
+        span.end(tracing, self.op.span_name(), SpanKind::Server, at, attrs, span_status);
     }
 }
 
@@ -436,12 +432,18 @@ fn server_address(base_url: &str) -> Option<(String, u16)> {
 
 struct Att {
     instruments: Arc<Instruments>,
-    tracing: bool,
+    /// Set with `span`.
+    tracing: Option<Arc<Tracing>>,
+    /// The client span, when sampled.
+    span: Option<OpenSpan>,
     capture_content: bool,
-    cx: Context,
     start: Instant,
     /// The metric attributes: operation, provider, request model, server address, expert.
-    attrs: Vec<KeyValue>,
+    attrs: Arc<[KeyValue]>,
+    op: Operation,
+    /// Which call of the request this is (1 = the first expert tried).
+    n: u32,
+    upstream_model: Arc<str>,
     /// Input and output price per million tokens.
     price: (f64, f64),
     category: KeyValue,
@@ -497,7 +499,7 @@ impl Attempt {
     pub fn failed(self, e: &ExpertError) {
         let Some(a) = self.inner else { return };
         let (at, kind) = (Instant::now(), e.kind());
-        let message = if a.tracing { e.to_string() } else { String::new() };
+        let message = if a.span.is_some() { e.to_string() } else { String::new() };
         let deferred = a.instruments.clone();
         deferred.deferred.run(move || a.fail(at, kind, &message));
     }
@@ -517,43 +519,56 @@ impl Won {
         let a = self.attempt;
         let head = self.body.as_deref().and_then(|b| serde_json::from_slice::<ResponseHead>(b).ok());
         let response_model = head.as_ref().and_then(|h| h.model.as_deref()).map(str::to_string);
-        if let (true, Some(h)) = (a.tracing, &head) {
-            let span = a.cx.span();
+        let mut extra = Vec::new();
+        if let (true, Some(h)) = (a.span.is_some(), &head) {
             if let Some(id) = &h.id {
-                span.set_attribute(KeyValue::new(GEN_AI_RESPONSE_ID, id.to_string()));
+                extra.push(KeyValue::new(GEN_AI_RESPONSE_ID, id.to_string()));
             }
             let reasons: Vec<String> =
                 h.choices.iter().filter_map(|c| c.finish_reason.as_deref().map(str::to_string)).collect();
             if !reasons.is_empty() {
-                span.set_attribute(KeyValue::new(GEN_AI_RESPONSE_FINISH_REASONS, strings(reasons)));
+                extra.push(KeyValue::new(GEN_AI_RESPONSE_FINISH_REASONS, strings(reasons)));
             }
             if a.capture_content {
                 let out: Vec<&str> = h.choices.iter().filter_map(|c| c.message.map(RawValue::get)).collect();
-                span.set_attribute(KeyValue::new(GEN_AI_OUTPUT_MESSAGES, format!("[{}]", out.join(","))));
+                extra.push(KeyValue::new(GEN_AI_OUTPUT_MESSAGES, format!("[{}]", out.join(","))));
             }
         }
-        a.succeed(self.at, response_model.clone(), usage);
+        a.succeed(self.at, response_model.clone(), usage, extra);
         response_model
     }
 }
 
 impl Att {
+    /// The client span's attributes known from the start, for its end.
+    fn span_attrs(&self) -> Vec<KeyValue> {
+        let mut v = self.attrs.to_vec();
+        v.push(KeyValue::new(TRIAGE_ATTEMPT, i64::from(self.n)));
+        v.push(self.category.clone());
+        v
+    }
+
+    fn end_span(self, at: Instant, extra: Vec<KeyValue>, status: Status) {
+        let (Some(tracing), Some(span)) = (&self.tracing, self.span) else { return };
+        let name = format!("{} {}", self.op.name(), self.upstream_model);
+        span.end(tracing, name, SpanKind::Client, at, extra, status);
+    }
+
     fn fail(self, at: Instant, kind: &'static str, message: &str) {
-        let mut attrs = self.attrs;
+        let mut attrs = self.attrs.to_vec();
         attrs.push(KeyValue::new(ERROR_TYPE, kind));
         self.instruments.client_duration.record(at.duration_since(self.start).as_secs_f64(), &attrs);
-        self.instruments.attempts.add(1, &[self.expert, KeyValue::new(TRIAGE_OUTCOME, kind)]);
-        if self.tracing {
-            let span = self.cx.span();
-            span.set_attribute(KeyValue::new(ERROR_TYPE, kind));
-            span.set_status(Status::error(message.to_string()));
-            span.end_with_timestamp(wall_clock(at));
+        self.instruments.attempts.add(1, &[self.expert.clone(), KeyValue::new(TRIAGE_OUTCOME, kind)]);
+        if self.span.is_some() {
+            let mut span_attrs = self.span_attrs();
+            span_attrs.push(KeyValue::new(ERROR_TYPE, kind));
+            self.end_span(at, span_attrs, Status::error(message.to_string()));
         }
     }
 
-    fn succeed(self, at: Instant, response_model: Option<String>, usage: Option<Usage>) {
+    fn succeed(self, at: Instant, response_model: Option<String>, usage: Option<Usage>, extra: Vec<KeyValue>) {
         let i = &self.instruments;
-        let mut attrs = self.attrs;
+        let mut attrs = self.attrs.to_vec();
         if let Some(m) = &response_model {
             attrs.push(KeyValue::new(GEN_AI_RESPONSE_MODEL, m.clone()));
         }
@@ -561,7 +576,7 @@ impl Att {
         i.attempts.add(1, &[self.expert.clone(), KeyValue::new(TRIAGE_OUTCOME, "ok")]);
         let mut cost = None;
         if let Some(u) = usage {
-            let mut with_type = attrs.clone();
+            let mut with_type = attrs;
             with_type.push(KeyValue::new(GEN_AI_TOKEN_TYPE, "input"));
             i.token_usage.record(u.prompt_tokens, &with_type);
             if let Some(last) = with_type.last_mut() {
@@ -575,27 +590,23 @@ impl Att {
             }
             cost = Some(usd);
         }
-        if self.tracing {
-            let span = self.cx.span();
-            if let Some(m) = response_model {
-                span.set_attribute(KeyValue::new(GEN_AI_RESPONSE_MODEL, m));
-            }
-            if let Some(u) = usage {
-                span.set_attribute(KeyValue::new(GEN_AI_USAGE_INPUT_TOKENS, u.prompt_tokens as i64));
-                span.set_attribute(KeyValue::new(GEN_AI_USAGE_OUTPUT_TOKENS, u.completion_tokens as i64));
-            }
-            if let Some(c) = cost {
-                span.set_attribute(KeyValue::new(TRIAGE_COST, c));
-            }
-            span.end_with_timestamp(wall_clock(at));
+        if self.span.is_none() {
+            return;
         }
+        let mut span_attrs = self.span_attrs();
+        span_attrs.extend(extra);
+        if let Some(m) = response_model {
+            span_attrs.push(KeyValue::new(GEN_AI_RESPONSE_MODEL, m));
+        }
+        if let Some(u) = usage {
+            span_attrs.push(KeyValue::new(GEN_AI_USAGE_INPUT_TOKENS, u.prompt_tokens as i64));
+            span_attrs.push(KeyValue::new(GEN_AI_USAGE_OUTPUT_TOKENS, u.completion_tokens as i64));
+        }
+        if let Some(c) = cost {
+            span_attrs.push(KeyValue::new(TRIAGE_COST, c));
+        }
+        self.end_span(at, span_attrs, Status::Unset);
     }
-}
-
-/// The wall-clock time of `at`, for ending a span later than the moment it describes.
-fn wall_clock(at: Instant) -> SystemTime {
-    let now = SystemTime::now();
-    now.checked_sub(at.elapsed()).unwrap_or(now)
 }
 
 /// A streamed answer's request and attempt, ended by the relay.
@@ -622,16 +633,16 @@ impl StreamTelemetry {
                 r.end_at(at, 200, Some(kind), Some(&message), None);
             }
             (None, Some(a)) => {
-                if a.tracing {
-                    let span = a.cx.span();
+                let mut extra = Vec::new();
+                if a.span.is_some() {
                     if let Some(id) = o.response_id {
-                        span.set_attribute(KeyValue::new(GEN_AI_RESPONSE_ID, id));
+                        extra.push(KeyValue::new(GEN_AI_RESPONSE_ID, id));
                     }
                     if !o.finish_reasons.is_empty() {
-                        span.set_attribute(KeyValue::new(GEN_AI_RESPONSE_FINISH_REASONS, strings(o.finish_reasons)));
+                        extra.push(KeyValue::new(GEN_AI_RESPONSE_FINISH_REASONS, strings(o.finish_reasons)));
                     }
                 }
-                a.succeed(at, o.response_model, o.usage);
+                a.succeed(at, o.response_model, o.usage, extra);
                 r.end_at(at, 200, None, None, o.first_event_at);
             }
             (error, None) => r.end_at(at, 200, error, None, o.first_event_at),

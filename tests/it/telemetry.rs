@@ -361,6 +361,58 @@ async fn prompts_and_completions_are_recorded_only_when_the_operator_opts_in() {
 }
 
 #[tokio::test]
+async fn sampling_follows_the_client_and_the_sampler_and_unsampled_requests_still_propagate() {
+    let rx = Receiver::start().await;
+    let a = Mock::start("a", Behavior::Ok).await;
+    let b = Mock::start("b", Behavior::Ok).await;
+    // The default sampler, parentbased_always_on, respects a client that did not sample.
+    let telemetry = Telemetry::start(&TelemetryConfig::otlp(&rx.url())).unwrap();
+    let gw = Gateway::start_with_telemetry(&priced_config(&a, &b), Duration::from_secs(5), telemetry.clone()).await;
+    let (unsampled_bytes, unsampled) = random_trace();
+    let resp = client()
+        .post(gw.url("/v1/chat/completions"))
+        .header("traceparent", format!("00-{unsampled}-{PARENT_SPAN}-00"))
+        .json(&chat(false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // A client without a trace context starts a sampled trace of its own.
+    assert_eq!(client().post(gw.url("/v1/chat/completions")).json(&chat(false)).send().await.unwrap().status(), 200);
+    flush(&telemetry).await;
+    assert!(rx.spans(&unsampled_bytes).is_empty(), "the client said: not sampled");
+    let sent: Vec<String> =
+        a.headers.lock().unwrap().iter().map(|h| h["traceparent"].to_str().unwrap().to_string()).collect();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    let unsampled_sent: Vec<&str> = sent[0].split('-').collect();
+    assert_eq!((unsampled_sent[1], unsampled_sent[3]), (unsampled.as_str(), "00"), "{sent:?}");
+    assert_ne!(unsampled_sent[2], PARENT_SPAN, "the gateway's own (unrecorded) span is the expert's parent");
+    let root: Vec<&str> = sent[1].split('-').collect();
+    assert_eq!(root[3], "01", "{sent:?}");
+    let root_trace = hex::decode(root[1]).unwrap();
+    let spans = rx.spans(&root_trace);
+    let server = spans.iter().find(|s| s.kind == SpanKind::Server as i32).unwrap_or_else(|| panic!("{spans:?}"));
+    assert!(server.parent_span_id.is_empty(), "a root span: {server:?}");
+    let client_span = spans.iter().find(|s| s.kind == SpanKind::Client as i32).unwrap();
+    assert_eq!(hex::encode(&client_span.span_id), root[2]);
+
+    // OTEL_TRACES_SAMPLER=always_off: nothing is exported, yet the expert still gets a context.
+    let off = TelemetryConfig {
+        sampler: triage::telemetry::sampler_from(Some("always_off"), None).unwrap(),
+        ..TelemetryConfig::otlp(&rx.url())
+    };
+    let telemetry = Telemetry::start(&off).unwrap();
+    let c = Mock::start("c", Behavior::Ok).await;
+    let gw = Gateway::start_with_telemetry(&priced_config(&c, &b), Duration::from_secs(5), telemetry.clone()).await;
+    let (off_bytes, off_trace) = random_trace();
+    assert_eq!(send(&gw, &off_trace, &chat(false)).await.status(), 200);
+    flush(&telemetry).await;
+    assert!(rx.spans(&off_bytes).is_empty());
+    let sent = c.headers.lock().unwrap()[0]["traceparent"].to_str().unwrap().to_string();
+    assert!(sent.starts_with(&format!("00-{off_trace}-")) && sent.ends_with("-00"), "{sent}");
+}
+
+#[tokio::test]
 async fn with_telemetry_off_the_clients_trace_context_is_forwarded_verbatim_and_metrics_is_404() {
     let a = Mock::start("a", Behavior::Ok).await;
     let b = Mock::start("b", Behavior::Ok).await;
