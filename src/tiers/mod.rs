@@ -154,6 +154,9 @@ struct Slot {
     forced: bool,
     /// Bytes reserved by a running promotion (hot, warm), released if it fails.
     reserved: (u64, u64),
+    /// Which registration this is: a reload that changes the expert replaces its slot, and
+    /// a promotion still running for the old one must neither reserve on nor fill the new.
+    generation: u64,
     hot_since: Option<Instant>,
     tier_since: Instant,
     last_use: Option<SystemTime>,
@@ -191,6 +194,23 @@ struct State {
     load_failures: u64,
     peak_hot: u64,
     peak_warm: u64,
+    next_generation: u64,
+}
+
+impl State {
+    /// Un-accounts everything `old` (a removed or replaced slot) held or had reserved.
+    fn release(&mut self, old: &Slot) {
+        if old.hot.is_some() {
+            self.hot_used -= old.hot_bytes;
+        }
+        self.warm_used -= old.cached_bytes() + old.reserved.1;
+        self.hot_used -= old.reserved.0;
+    }
+
+    /// `name`'s slot if it is still registration `generation`.
+    fn slot(&mut self, name: &str, generation: u64) -> Option<&mut Slot> {
+        self.slots.get_mut(name).filter(|s| s.generation == generation)
+    }
 }
 
 struct Shared {
@@ -240,6 +260,7 @@ impl TierManager {
                     load_failures: 0,
                     peak_hot: 0,
                     peak_warm: 0,
+                    next_generation: 0,
                 }),
                 changed: Notify::new(),
             }),
@@ -280,6 +301,7 @@ impl TierManager {
             promotion: None,
             forced: false,
             reserved: (0, 0),
+            generation: 0,
             hot_since: None,
             tier_since: now,
             last_use: None,
@@ -299,12 +321,14 @@ impl TierManager {
         let (pin, warm_floor) = (slot.pin, slot.min_tier == MinTier::Warm && slot.error.is_none());
         {
             let mut st = self.shared.lock();
-            // A reload changed this expert's settings: the old residency goes.
+            let mut slot = slot;
+            slot.generation = st.next_generation;
+            st.next_generation += 1;
+            // A reload changed this expert's settings: the old residency goes, and so do the
+            // bytes a promotion of the old settings had reserved (it gives up when it sees the
+            // slot replaced).
             if let Some(old) = st.slots.insert(name.to_string(), slot) {
-                if old.hot.is_some() {
-                    st.hot_used -= old.hot_bytes;
-                }
-                st.warm_used -= old.cached_bytes();
+                st.release(&old);
             }
         }
         if pin {
@@ -426,10 +450,7 @@ impl TierManager {
             .collect();
         for n in gone {
             if let Some(s) = st.slots.remove(&n) {
-                if s.hot.is_some() {
-                    st.hot_used -= s.hot_bytes;
-                }
-                st.warm_used -= s.cached_bytes();
+                st.release(&s);
             }
         }
     }
@@ -528,26 +549,29 @@ impl TierManager {
     /// Registers a promotion of `name` to hot and spawns it. Call with the lock held.
     fn start_promotion(&self, st: &mut State, name: &str, forced: bool) -> watch::Receiver<Progress> {
         let (tx, rx) = watch::channel(Progress::Running);
+        // A slot that is gone gets a generation no slot has: the promotion gives up at once.
+        let mut generation = u64::MAX;
         if let Some(slot) = st.slots.get_mut(name) {
             slot.promotion = Some(rx.clone());
             slot.forced = forced;
+            generation = slot.generation;
         }
         let me = self.clone();
         let name = name.to_string();
         tokio::spawn(async move {
-            let p = me.promote(&name).await;
-            me.finish_promotion(&name, &p);
+            let p = me.promote(&name, generation).await;
+            me.finish_promotion(&name, generation, &p);
             let _ = tx.send(p);
             me.shared.changed.notify_waiters();
         });
         rx
     }
 
-    fn finish_promotion(&self, name: &str, p: &Progress) {
+    fn finish_promotion(&self, name: &str, generation: u64, p: &Progress) {
         {
             let mut st = self.shared.lock();
             let st = &mut *st;
-            if let Some(slot) = st.slots.get_mut(name) {
+            if let Some(slot) = st.slots.get_mut(name).filter(|s| s.generation == generation) {
                 slot.promotion = None;
                 slot.forced = false;
                 // Release whatever the failed or abandoned attempt had reserved.
@@ -565,11 +589,11 @@ impl TierManager {
 
     /// The promotion itself: make room (evicting), reserve, load. Bytes reserved are kept
     /// in `slot.reserved` until they are owned by a loaded model or prepared copy.
-    async fn promote(&self, name: &str) -> Progress {
+    async fn promote(&self, name: &str, generation: u64) -> Progress {
         // Re-read the header: a file fixed on disk since an earlier failure is picked up.
         let (need, cached, lcfg) = {
-            let st = self.shared.lock();
-            let Some(slot) = st.slots.get(name) else { return Progress::GaveUp };
+            let mut st = self.shared.lock();
+            let Some(slot) = st.slot(name, generation) else { return Progress::GaveUp };
             (slot.hot_bytes, slot.cached.clone(), slot.cfg.clone())
         };
         let need = if need == 0 || cached.is_none() {
@@ -577,7 +601,7 @@ impl TierManager {
             match tokio::task::spawn_blocking(move || Footprint::read(&c)).await {
                 Ok(Ok(f)) => {
                     let mut st = self.shared.lock();
-                    if let Some(slot) = st.slots.get_mut(name) {
+                    if let Some(slot) = st.slot(name, generation) {
                         slot.params = f.params as u64;
                         slot.warm_bytes = f.warm_bytes as u64;
                         if slot.hot.is_none() {
@@ -592,13 +616,13 @@ impl TierManager {
         } else {
             need
         };
-        if let Err(p) = self.make_room_hot(name, need).await {
+        if let Err(p) = self.make_room_hot(name, generation, need).await {
             return p;
         }
         // Hot bytes are reserved. Prepare a warm copy if the warm budget allows.
         let prepared = match cached {
             Some(p) => Some(p),
-            None => match self.prepare_warm(name, &lcfg).await {
+            None => match self.prepare_warm(name, generation, &lcfg).await {
                 Ok(p) => p,
                 Err(e) => return Progress::Failed(e),
             },
@@ -620,7 +644,10 @@ impl TierManager {
         let actual = expert.info().bytes as u64;
         let mut st = self.shared.lock();
         let st = &mut *st;
-        let Some(slot) = st.slots.get_mut(name) else { return Progress::GaveUp };
+        // Replaced by a reload while loading: this model has the old settings; it is dropped.
+        let Some(slot) = st.slots.get_mut(name).filter(|s| s.generation == generation) else {
+            return Progress::GaveUp;
+        };
         let reserved = slot.reserved.0;
         if actual > reserved {
             // The prediction is an upper bound by construction; this is a bug, made loud.
@@ -662,7 +689,7 @@ impl TierManager {
     /// Evicts hot experts until `need` bytes fit, then reserves them for `name`.
     /// A forced promotion waits for leases to end and residencies to expire; a background
     /// one gives up when that would be needed, or when the only victims have more demand.
-    async fn make_room_hot(&self, name: &str, need: u64) -> Result<(), Progress> {
+    async fn make_room_hot(&self, name: &str, generation: u64, need: u64) -> Result<(), Progress> {
         let budget = self.shared.cfg.hot_bytes;
         loop {
             let changed = self.shared.changed.notified();
@@ -678,15 +705,14 @@ impl TierManager {
                     ));
                 }
                 if st.hot_used + need <= budget {
+                    let Some(slot) = st.slot(name, generation) else { return Err(Progress::GaveUp) };
+                    slot.reserved.0 += need;
                     st.hot_used += need;
                     st.peak_hot = st.peak_hot.max(st.hot_used);
-                    if let Some(slot) = st.slots.get_mut(name) {
-                        slot.reserved.0 += need;
-                    }
                     return Ok(());
                 }
                 let now = Instant::now();
-                let Some(me) = st.slots.get(name) else { return Err(Progress::GaveUp) };
+                let Some(me) = st.slot(name, generation) else { return Err(Progress::GaveUp) };
                 let forced = me.forced;
                 let my_score = me.demand.score(now, self.shared.cfg.demand_half_life);
                 let min_res = self.shared.cfg.min_residency;
@@ -758,13 +784,18 @@ impl TierManager {
     /// Prepares a warm copy of `name` if the warm budget can hold it (evicting warm copies
     /// with less demand), else returns `Ok(None)` and the load goes straight from disk. The
     /// copy's predicted bytes stay reserved in `slot.reserved.1` for the caller to settle.
-    async fn prepare_warm(&self, name: &str, lcfg: &LocalConfig) -> Result<Option<Arc<Prepared>>, String> {
+    async fn prepare_warm(
+        &self,
+        name: &str,
+        generation: u64,
+        lcfg: &LocalConfig,
+    ) -> Result<Option<Arc<Prepared>>, String> {
         let budget = self.shared.cfg.warm_bytes;
         {
             let mut st = self.shared.lock();
             let now = Instant::now();
             let half_life = self.shared.cfg.demand_half_life;
-            let Some(me) = st.slots.get(name) else { return Ok(None) };
+            let Some(me) = st.slot(name, generation) else { return Ok(None) };
             let need = me.warm_bytes;
             if need == 0 || need > budget {
                 return Ok(None);
@@ -796,7 +827,7 @@ impl TierManager {
                 // sharing them is evicted (its bytes are accounted in the hot budget till then).
                 st.warm_used -= bytes;
             }
-            let Some(me) = st.slots.get_mut(name) else { return Ok(None) };
+            let Some(me) = st.slot(name, generation) else { return Ok(None) };
             me.reserved.1 += need;
             st.warm_used += need;
             st.peak_warm = st.peak_warm.max(st.warm_used);
@@ -809,7 +840,7 @@ impl TierManager {
         match read {
             Ok(Ok(p)) => {
                 st.loads.entry((Tier::Cold, Tier::Warm)).or_default().record(took);
-                if let Some(slot) = st.slots.get_mut(name) {
+                if let Some(slot) = st.slot(name, generation) {
                     slot.last_cold_to_warm = Some(took);
                 }
                 Ok(Some(Arc::new(p)))

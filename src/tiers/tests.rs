@@ -179,3 +179,37 @@ fn the_warm_tier_accounts_the_prepared_copy_it_holds() {
         }
     }
 }
+
+/// A reload that changes an expert while it is being promoted replaces its slot: the bytes
+/// the old promotion reserved are released, the model it loads (with the old settings) is
+/// dropped instead of filling the new slot, and the new settings load on the next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_during_a_promotion_leaks_no_reservation_and_installs_the_new_settings() {
+    let q4 = LocalConfig::new(model("smollm2-135m-instruct-q4_1.gguf"));
+    let f16 = LocalConfig { weights: WeightFormat::F16, ..q4.clone() };
+    let t = manager(1 << 40, 0);
+    let reg = |cfg: &LocalConfig| Registration { cfg: cfg.clone(), pin: false, min_tier: MinTier::Cold };
+    t.register("x", reg(&q4)).unwrap();
+    let mut old = {
+        let mut st = t.shared.lock();
+        t.start_promotion(&mut st, "x", false)
+    };
+    // The promotion has reserved its hot bytes and is reading the file.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while t.used().0 == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert!(t.used().0 > 0, "the promotion should have reserved hot bytes by now");
+    let (tt, cfg) = (t.clone(), f16.clone());
+    tokio::task::spawn_blocking(move || tt.register("x", reg(&cfg))).await.unwrap().unwrap();
+    assert_eq!(t.used(), (0, 0), "the replaced slot's reservation must be released at once");
+    // The old promotion finishes its load and gives up.
+    let ended = tokio::time::timeout(Duration::from_secs(120), old.wait_for(|p| !matches!(p, Progress::Running))).await;
+    assert!(matches!(ended.unwrap().as_deref(), Ok(Progress::GaveUp)), "the old promotion must give up");
+    assert_eq!(t.tier("x"), Some(Tier::Cold), "the old settings' model must not fill the new slot");
+    assert_eq!(t.used(), (0, 0), "nothing accounted for a model that was dropped");
+    let lease = t.acquire("x", Wait::Upto(Duration::from_secs(60))).await.unwrap();
+    let f16_bytes = LocalExpert::predict(&f16).unwrap().1 as u64;
+    assert_eq!(t.used().0, lease.expert().info().bytes as u64);
+    assert!(t.used().0 * 10 >= f16_bytes * 9, "the f16 settings are loaded: {} vs {f16_bytes}", t.used().0);
+}
