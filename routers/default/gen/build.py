@@ -23,6 +23,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import batch2  # noqa: E402
+import batch3  # noqa: E402
 import coding_math  # noqa: E402
 import extraction_writing  # noqa: E402
 import reasoning_general  # noqa: E402
@@ -71,7 +72,7 @@ def main() -> None:
     rng = random.Random(SEED)
     out_dir = HERE.parent / "data"
     items = {}
-    for module in (stem_humanities, coding_math, reasoning_general, extraction_writing, batch2):
+    for module in (stem_humanities, coding_math, reasoning_general, extraction_writing, batch2, batch3):
         for category, entries in module.ITEMS.items():
             items.setdefault(category, []).extend(entries)
     seen = set()

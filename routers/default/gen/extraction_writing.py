@@ -96,7 +96,7 @@ WRITING = [
     "Write a motivational speech for a youth soccer team before the final.",
     "Compose a haiku sequence about commuting in the rain.",
     "Write an engaging opening paragraph for an article on the history of coffee houses.",
-    ("follow", "Write a short poem about autumn leaves.", "Rewrite it so that every line starts with the letter F."),
+    ("follow", "Write a short poem about a harbour at night.", "Rewrite it so that every line starts with the letter F."),
     ("follow", "Draft an apology email to a customer whose order arrived damaged.", "Make it shorter and warmer in tone."),
     ("follow", "Write a blog post about learning to bake sourdough.", "Now summarize your post in three tweets."),
     ("follow", "Write a fairy tale about a clockmaker and a dragon.", "Give it a different ending where the dragon wins."),

@@ -50,7 +50,6 @@ REASONING = [
     "A light switch outside a closed room controls one of three bulbs inside. You may flip switches as much as you like but enter the room once. How do you find which switch controls which bulb?",
     "not ( True and False ) or ( False and True ) evaluates to what?",
     "I have a trumpet, two violins, a carrot, a drum and a flute. How many musical instruments do I have?",
-    "If all bloops are razzies and all razzies are lazzies, are all bloops definitely lazzies? And are all lazzies bloops?",
     ("follow", "Sam is older than Tia, and Tia is older than Uma. Who is the youngest?", "If Vic is older than Sam, what is the full order?"),
     ("follow", "A clock shows 3:15. What is the angle between the hands?", "At what time after 3:00 do the hands first overlap?"),
     ("follow", "Every member of the chess club plays go. Some go players play bridge. Does it follow that some chess club members play bridge?", "What extra premise would make it follow?"),
