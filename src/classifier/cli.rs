@@ -43,6 +43,10 @@ pub enum RouterCommand {
         /// Skip stage 1 (measure the encoder alone).
         #[arg(long)]
         encoder_only: bool,
+        /// Also write one JSON line per example (in input order, blank lines skipped):
+        /// gold and predicted category, confidence and the deciding stage.
+        #[arg(long)]
+        predictions: Option<PathBuf>,
         #[arg(long, env = "TRIAGE_MODELS_DIR", default_value = DEFAULT_MODELS_DIR)]
         models: PathBuf,
     },
@@ -90,18 +94,34 @@ pub fn run(cmd: RouterCommand) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        RouterCommand::Eval { dir, data, json, encoder_only, models } => {
+        RouterCommand::Eval { dir, data, json, encoder_only, predictions, models } => {
             let clf = Classifier::load(&dir, &models).with_context(|| format!("loading router {}", dir.display()))?;
             let examples = load_jsonl(&data, clf.labels())?;
             let mut probs = Vec::with_capacity(examples.len());
-            let mut fast = 0usize;
+            let mut stages = Vec::with_capacity(examples.len());
             for chunk in examples.chunks(32) {
                 let texts: Vec<&str> = chunk.iter().map(|e| e.text.as_str()).collect();
                 let res = if encoder_only { clf.classify_encoder(&texts)? } else { clf.classify_batch(&texts)? };
-                fast += res.iter().filter(|c| c.stage == Stage::Fast).count();
+                stages.extend(res.iter().map(|c| c.stage));
                 probs.extend(res.into_iter().map(|c| c.probs));
             }
+            let fast = stages.iter().filter(|s| **s == Stage::Fast).count();
             let gold: Vec<usize> = examples.iter().map(|e| e.label).collect();
+            if let Some(path) = predictions {
+                let labels = clf.labels();
+                let mut out = String::new();
+                for ((g, p), stage) in gold.iter().zip(&probs).zip(&stages) {
+                    let (best, conf) =
+                        p.iter()
+                            .copied()
+                            .enumerate()
+                            .fold((0, f32::MIN), |acc, (i, v)| if v > acc.1 { (i, v) } else { acc });
+                    let line = serde_json::json!({"gold": labels[*g], "predicted": labels[best], "confidence": conf, "stage": stage});
+                    out.push_str(&line.to_string());
+                    out.push('\n');
+                }
+                std::fs::write(&path, out).with_context(|| format!("writing {}", path.display()))?;
+            }
             let m = compute(clf.labels(), &gold, &probs);
             let fast_share = fast as f64 / examples.len().max(1) as f64;
             if json {

@@ -1,0 +1,97 @@
+"""reasoning and general prompts in benchmark shapes, written for this project."""
+
+REASONING = [
+    # dates
+    "Today is 04/29/2021. What was the date 10 days ago in MM/DD/YYYY?\nOptions:\n(A) 04/19/2021\n(B) 04/18/2021\n(C) 05/09/2021\n(D) 04/20/2021",
+    "The concert was postponed from Friday, 31 December 1999 by exactly one week. On what date is it now? Answer in MM/DD/YYYY.",
+    "Jane's passport expired yesterday, which was the last day of February in a leap year 2024. What is today's date?",
+    "If the day after tomorrow is Sunday, what day was it three days before yesterday?",
+    "My flight was scheduled for 11/03/2022 but was moved two days earlier, then one week later. What is the new date?\n(A) 11/08/2022 (B) 11/10/2022 (C) 11/06/2022 (D) 10/30/2022",
+    # swaps
+    "Anna, Boris and Chen each start with a book: Anna has Dune, Boris has Emma, Chen has Ulysses. First Anna and Chen swap books. Then Boris and Anna swap. Finally Chen and Boris swap. Which book does Boris have at the end?",
+    "At a dance, Priya is partnered with Tom, Lucia with Ahmed, and Mei with Sven. Priya and Lucia switch partners. Then Mei and Priya switch partners. Who is Lucia dancing with at the end?\nOptions:\n- Tom\n- Ahmed\n- Sven",
+    "Five players line up on a soccer field: goalkeeper Ana, defender Ben, midfielder Cy, winger Dee, striker Eli. Ana and Eli trade positions, then Ben and Ana trade, then Dee and Ben trade. What position does Dee play at the end?",
+    # directions
+    "If you follow these instructions, do you return to the starting point? Take 4 steps north. Turn around. Take 2 steps. Turn left. Take 3 steps. Turn left. Take 2 steps.\nOptions:\n- Yes\n- No",
+    "Always face forward. Take 5 steps right. Take 2 steps backward. Take 5 steps left. Take 2 steps forward. Are you back where you began?",
+    "A robot starts facing east. It moves 3 forward, turns right, moves 3 forward, turns right, moves 3 forward, turns right, moves 2 forward. How far is it from the start, and in which direction?",
+    # temporal
+    "Today, Rosa went to the bakery. Between what times could she have gone?\nWe know that: Rosa woke up at 6am. From 6am to 9am she was at the gym. From 9am to 1pm she was at work. From 1pm to 3pm she was at the bakery's competitor watching a demo. The bakery closed at 5pm. From 3pm to 5pm she was free.\nOptions: (A) 6am to 9am (B) 9am to 1pm (C) 1pm to 3pm (D) 3pm to 5pm",
+    "Omar arrived after Ines but before Kai. Lea arrived before Ines. Who arrived second?",
+    # truth-tellers and liars
+    "Question: Gwen tells the truth. Hal says Gwen lies. Iris says Hal lies. Jon says Iris lies. Kim says Jon tells the truth. Does Kim tell the truth?",
+    "On an island, knights always tell the truth and knaves always lie. A says: 'At least one of us is a knave.' What are A and B?",
+    "Three boxes are labelled 'apples', 'oranges' and 'mixed', and every label is wrong. You may draw one fruit from one box. Which box do you draw from, and how do you relabel them all?",
+    # tables
+    "Here is a table of cats at a shelter, one per line after the header:\nname, age, weight (kg), color\nMochi, 3, 4.2, black\nPepper, 7, 5.1, grey\nNoodle, 1, 2.9, orange\nSaffron, 5, 3.8, orange\nHow many orange cats are older than 2?\nOptions: (A) 0 (B) 1 (C) 2 (D) 3",
+    "Here is a list of trains: T1 leaves 08:10 arrives 09:40; T2 leaves 08:30 arrives 09:35; T3 leaves 09:00 arrives 10:50. We add a train T4 that leaves 08:45 and arrives 09:30. Which train has the shortest journey now?",
+    # orderings
+    "On a shelf there are five books: a red, a green, a blue, a white and a black one. The green book is the second from the left. The black book is to the right of the white book. The red book is the rightmost. The blue book is to the left of the green book. Which book is in the middle?",
+    "In a race, Ali finished ahead of Bea but behind Cleo. Dan finished last. Eve finished ahead of Cleo. Who finished third?",
+    "The following paragraphs each describe a set of four objects in a fixed order. In a fruit stand there are a mango, a pear, a plum and a kiwi. The pear is the cheapest. The kiwi costs more than the mango. The plum is the most expensive. Which fruit is the second-most expensive?",
+    "Four houses stand in a row. The doctor lives next to the baker. The teacher lives in the first house. The painter does not live next to the teacher. The baker lives in house 3. Who lives in house 2?",
+    "There are 3 houses, numbered 1 to 3 from left to right. Each has a different pet (cat, parrot, fish) and a different owner (Ada, Bo, Cem).\nClues:\n1. The parrot lives directly left of Bo.\n2. Cem does not own the fish.\n3. Ada lives in house 3.\nWho owns the cat?",
+    # deductive validity
+    "Is the argument, given the explicitly stated premises, deductively valid or invalid? Every violinist in the orchestra is a member of the union. Some members of the union are not salaried. Therefore, some violinists are not salaried.\nOptions:\n- valid\n- invalid",
+    "Premise 1: No reptile is warm-blooded. Premise 2: Every iguana is a reptile. Conclusion: No iguana is warm-blooded. Is this syllogism valid?",
+    "Whoever is a cousin of Nora is not a friend of Lisa. Mark is a friend of Lisa. Hence Mark is not a cousin of Nora. Valid or invalid? Explain the logical form.",
+    "Each problem has three statements. Based on the first two, the third is true, false or uncertain. 1. The red car is faster than the blue car. 2. The green car is slower than the blue car. 3. The red car is faster than the green car.",
+    "If it rains the match is cancelled. The match was cancelled. Can we conclude that it rained? Name the fallacy if not.",
+    # riddles and lateral thinking
+    "A man points at a portrait and says: 'Brothers and sisters I have none, but that man's father is my father's son.' Who is in the portrait?",
+    "If 5 machines make 5 widgets in 5 minutes, how long would 100 machines take to make 100 widgets?",
+    "Which is the odd one out, and why: violin, cello, flute, viola?",
+    "Nina is taller than Olu. Olu is taller than Pia. Is Pia taller than Nina? Explain your reasoning step by step.",
+    "A snail climbs 3 m up a 10 m well each day and slides back 2 m each night. On which day does it get out?",
+    "Kemal's mother has three children: April, May and ___. What is the third child's name?",
+    "A doctor gives you three pills and says to take one every half hour. How long do the pills last?",
+    "Two fathers and two sons go fishing and catch three fish, one each. How is that possible?",
+    "X is the sister of Y. Y is the son of Z. Z is the husband of W. How is X related to W?",
+    "A light switch outside a closed room controls one of three bulbs inside. You may flip switches as much as you like but enter the room once. How do you find which switch controls which bulb?",
+    "not ( True and False ) or ( False and True ) evaluates to what?",
+    "I have a trumpet, two violins, a carrot, a drum and a flute. How many musical instruments do I have?",
+    ("follow", "Sam is older than Tia, and Tia is older than Uma. Who is the youngest?", "If Vic is older than Sam, what is the full order?"),
+    ("follow", "A clock shows 3:15. What is the angle between the hands?", "At what time after 3:00 do the hands first overlap?"),
+    ("follow", "Every member of the chess club plays go. Some go players play bridge. Does it follow that some chess club members play bridge?", "What extra premise would make it follow?"),
+]
+
+GENERAL = [
+    "hey there!",
+    "good morning :)",
+    "what's up?",
+    "how's your day going?",
+    "ok thanks, that's all for today",
+    "see you later!",
+    "Bye for now.",
+    "lol that's funny",
+    "you're awesome, thanks",
+    "Are you a bot or a real person?",
+    "which company is behind this chatbot",
+    "What model am I talking to right now?",
+    "Do you have a name I can call you?",
+    "is this thing powered by openai or someone else",
+    "Are you smarter than Siri?",
+    "Do you have feelings?",
+    "Can you remember what we talked about yesterday?",
+    "What languages can you speak?",
+    "Is this conversation private?",
+    "What's your knowledge cutoff?",
+    "Are you running on Llama?",
+    "So what exactly are you, some kind of program?",
+    "Where do your answers come from?",
+    "What can't you do?",
+    "Do you ever get tired of answering questions?",
+    "I'm bored. Entertain me.",
+    "Give me a random fun fact.",
+    "What's a good name for a goldfish?",
+    "Should I get a cat or a dog?",
+    "Any tips for sleeping better?",
+    "How do I get a coffee stain out of a white shirt?",
+    "What should I cook tonight with eggs, spinach and rice?",
+    "Recommend a board game for four people.",
+    "I have a job interview tomorrow and I'm nervous.",
+    "Can you help me plan a three-day trip to Lisbon?",
+    "What's a polite way to decline a wedding invitation?",
+]
+
+ITEMS = {"reasoning": REASONING, "general": GENERAL}
