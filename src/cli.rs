@@ -42,6 +42,25 @@ pub enum Command {
         #[command(subcommand)]
         cmd: crate::classifier::cli::RouterCommand,
     },
+    /// Explain the routing decision for a prompt: category probabilities, the expert list
+    /// and why. Loads the config's routers; calls no expert and loads no model.
+    Route {
+        /// The user's message.
+        prompt: String,
+        /// Config/policy file or folder of *.toml files; repeatable. Without it, the
+        /// embedded default.
+        #[arg(long, short)]
+        config: Vec<PathBuf>,
+        /// The virtual model (or expert) the request names.
+        #[arg(long, short, default_value = "triage")]
+        model: String,
+        /// A system prompt sent before the message (it is part of what is classified).
+        #[arg(long)]
+        system: Option<String>,
+        /// Print the decision as JSON (the body `POST /v1/route` returns).
+        #[arg(long)]
+        json: bool,
+    },
     /// Virtual API keys (offline: the gateway must be stopped; see /admin/keys otherwise).
     Keys(crate::auth::cli::KeysArgs),
     /// Local experts' memory tiers (hot/warm/cold), bytes, last use and load times, from a

@@ -23,6 +23,9 @@ fn main() -> anyhow::Result<()> {
         Command::Serve { config, listen, no_watch } => serve(config, listen, !no_watch),
         Command::CheckConfig { files } | Command::Policy { cmd: PolicyCommand::Check { files } } => check(&files),
         Command::Router { cmd } => triage::classifier::cli::run(cmd),
+        Command::Route { prompt, config, model, system, json } => {
+            route(&config, &model, system.as_deref(), &prompt, json)
+        }
         Command::Keys(args) => triage::auth::cli::run(args),
         Command::Experts { gateway, json } => Ok(triage::tiers::cli::experts(&gateway, json)?),
         Command::Ledger { cmd } => Ok(triage::ledger::cli::ledger(cmd)?),
@@ -41,6 +44,18 @@ fn check(files: &[PathBuf]) -> anyhow::Result<()> {
         c.experts.len(),
         c.models.len()
     );
+    Ok(())
+}
+
+fn route(paths: &[PathBuf], model: &str, system: Option<&str>, prompt: &str, json: bool) -> anyhow::Result<()> {
+    let config = if paths.is_empty() { config::embedded_default()? } else { config::load_paths(paths)? };
+    let routers = triage::routing::classifiers::factory(config::models_dir());
+    let d = triage::routing::explain::explain(config, &*routers, model, system, prompt)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&d)?);
+    } else {
+        print!("{}", triage::routing::explain::render(&d));
+    }
     Ok(())
 }
 

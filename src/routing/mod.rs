@@ -6,6 +6,7 @@
 
 pub mod classifiers;
 pub mod decide;
+pub mod explain;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -143,12 +144,27 @@ impl Snapshot {
         Ok(Self { config, experts, by_name, routers: built, tiers })
     }
 
+    /// A snapshot that can route but not serve: its routers are loaded, its experts are
+    /// only names (no HTTP clients, no local model loaded). For `triage route`, which
+    /// explains a decision offline.
+    pub fn routing_only(config: Config, routers: RouterFactory<'_>) -> Result<Self, BuildError> {
+        let by_name = config.experts.iter().enumerate().map(|(i, e)| (e.name.clone(), i)).collect();
+        let mut built: HashMap<String, Arc<dyn Classify>> = HashMap::new();
+        for m in &config.models {
+            if let Some(r) = &m.router {
+                let router = routers(r).map_err(|detail| BuildError::Router { model: m.name.clone(), detail })?;
+                built.insert(m.name.clone(), router);
+            }
+        }
+        Ok(Self { config, experts: Vec::new(), by_name, routers: built, tiers: None })
+    }
+
     pub fn tiers(&self) -> Option<&TierManager> {
         self.tiers.as_ref()
     }
 
     pub fn expert(&self, name: &str) -> Option<&Arc<Expert>> {
-        self.by_name.get(name).map(|&i| &self.experts[i])
+        self.by_name.get(name).and_then(|&i| self.experts.get(i))
     }
 
     pub fn experts(&self) -> &[Arc<Expert>] {
