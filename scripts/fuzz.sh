@@ -91,11 +91,11 @@ fuzz_one() {
   rc=$?
   set -e
   local runs rate cov files kib crashes
-  runs=$(grep -o 'stat::number_of_executed_units: [0-9]*' "$log" | awk '{s += $2} END {print s + 0}')
-  rate=$(grep -o 'stat::average_exec_per_sec: [0-9]*' "$log" | awk '{s += $2} END {print s + 0}')
+  runs=$(grep -oE 'stat::number_of_executed_units: *[0-9]+' "$log" | awk '{s += $2} END {print s + 0}')
+  rate=$(grep -oE 'stat::average_exec_per_sec: *[0-9]+' "$log" | awk '{s += $2} END {print s + 0}')
   cov=$(grep -o 'cov: [0-9]* ft: [0-9]*' "$log" | tail -1)
   files=$(find "$corpus" -type f | wc -l)
-  kib=$(du -sk "$corpus" | cut -f1)
+  kib=$(($(find "$corpus" -type f -exec cat {} + | wc -c) / 1024))
   crashes=$(find "fuzz/artifacts/$t" -type f -newer "$log.start" | wc -l)
   printf '%-13s %12s %8s %7s %8s %8s  %s\n' "$t" "$runs" "$rate" "$files" "$kib" "$crashes" "$cov" >"fuzz/logs/$t.summary"
   if [ "$rc" -ne 0 ] || [ "$crashes" -ne 0 ]; then

@@ -28,6 +28,7 @@ cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --locked -- --test-threads="${TEST_THREADS:-2}"
 
-# Every cargo-fuzz target for a short fixed time on a dev build (it builds in about half
-# the time of a release one); any crash fails CI. The long campaign is bench/fuzz/run.sh.
+# Every cargo-fuzz target for a short fixed time on a dev build (no optimisation, so it
+# should build faster than release; not yet measured); any crash fails CI. The long
+# campaign is bench/fuzz/run.sh.
 FUZZ_PROFILE=dev scripts/fuzz.sh "${FUZZ_CI_SECONDS:-30}"
