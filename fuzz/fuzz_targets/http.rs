@@ -133,8 +133,10 @@ async fn chat(body: Bytes) -> Response {
 async fn embeddings(body: Bytes) -> Response {
     let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let n = req["input"].as_array().map_or(1, Vec::len);
-    let data: Vec<Value> = (0..n).map(|i| json!({"object": "embedding", "index": i, "embedding": [0.1, 0.2]})).collect();
-    let answer = json!({"object": "list", "data": data, "model": "up-a", "usage": {"prompt_tokens": 1, "total_tokens": 1}});
+    let data: Vec<Value> =
+        (0..n).map(|i| json!({"object": "embedding", "index": i, "embedding": [0.1, 0.2]})).collect();
+    let answer =
+        json!({"object": "list", "data": data, "model": "up-a", "usage": {"prompt_tokens": 1, "total_tokens": 1}});
     ([("content-type", "application/json")], answer.to_string()).into_response()
 }
 
