@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test the project has, after installing what they need:
 #   the model weights (scripts/setup.sh), a Python venv with the official openai SDK,
-#   Prometheus (Debian's package) for the dashboard test, then cargo test (unit + integration, real models), clippy and rustfmt.
+#   Prometheus (Debian's package) for the dashboard test, then cargo test (unit + integration, real models), clippy and rustfmt,
+#   and a brief cargo-fuzz run of every fuzz target.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -26,3 +27,8 @@ fi
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --locked -- --test-threads="${TEST_THREADS:-2}"
+
+# Every cargo-fuzz target for a short fixed time on a dev build (no optimisation, so it
+# should build faster than release; not yet measured); any crash fails CI. The long
+# campaign is bench/fuzz/run.sh.
+FUZZ_PROFILE=dev scripts/fuzz.sh "${FUZZ_CI_SECONDS:-30}"

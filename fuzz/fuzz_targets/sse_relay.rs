@@ -1,14 +1,57 @@
 #![no_main]
-//! The SSE relay never panics on arbitrary upstream bytes split at arbitrary points.
+//! The SSE relay never panics on arbitrary upstream bytes cut into arbitrary chunks, calls
+//! its `on_finish` exactly once, and is transparent when it is not asked to strip the usage
+//! event: the client gets the expert's bytes unchanged (plus, for a stream that ended
+//! without `[DONE]`, one closing error event).
+//!
+//! Input: one flags byte, then the upstream bytes. Flags: bit 0 strips usage, bit 1 ends
+//! the upstream with an error instead of a clean end, bits 2-7 are the chunk size (0: one
+//! chunk).
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
 use futures::StreamExt;
 use libfuzzer_sys::fuzz_target;
+use triage::dispatch::sse::{Relay, RelayOutcome};
+use triage::experts::ExpertError;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&split, rest)) = data.split_first() else { return };
-    let cut = usize::from(split).min(rest.len());
-    let chunks: Vec<Result<bytes::Bytes, triage::experts::ExpertError>> =
-        vec![Ok(bytes::Bytes::copy_from_slice(&rest[..cut])), Ok(bytes::Bytes::copy_from_slice(&rest[cut..]))];
-    let relay = triage::dispatch::sse::Relay::new(futures::stream::iter(chunks).boxed(), split % 2 == 0, |_| {});
-    let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
-    rt.block_on(relay.collect::<Vec<_>>());
+    let Some((&flags, body)) = data.split_first() else { return };
+    let strip = flags & 1 == 1;
+    let fail = flags & 2 == 2;
+    let size = usize::from(flags >> 2);
+    let mut chunks: Vec<Result<Bytes, ExpertError>> = if size == 0 {
+        vec![Ok(Bytes::copy_from_slice(body))]
+    } else {
+        body.chunks(size).map(|c| Ok(Bytes::copy_from_slice(c))).collect()
+    };
+    if fail {
+        chunks.push(Err(ExpertError::Stream { expert: "fuzz".into(), detail: "reset".into() }));
+    }
+    let calls = Arc::new(AtomicUsize::new(0));
+    let outcome = Arc::new(Mutex::new(None::<RelayOutcome>));
+    let (c, o) = (calls.clone(), outcome.clone());
+    let relay = Relay::new(futures::stream::iter(chunks).boxed(), strip, move |out| {
+        c.fetch_add(1, Ordering::SeqCst);
+        *o.lock().unwrap_or_else(|e| e.into_inner()) = Some(out);
+    });
+    let out: Vec<u8> = futures::executor::block_on(relay.collect::<Vec<_>>())
+        .into_iter()
+        .flat_map(|r| match r {
+            Ok(b) => b.to_vec(),
+            Err(never) => match never {},
+        })
+        .collect();
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "on_finish must run exactly once");
+    let outcome = outcome.lock().unwrap_or_else(|e| e.into_inner()).take().unwrap_or_default();
+    assert!(outcome.completed != outcome.error.is_some(), "completed and error disagree: {outcome:?}");
+    // After an upstream error the cut event in progress is dropped, so only a clean end
+    // promises every byte.
+    if !strip && !fail {
+        assert!(out.starts_with(body), "the relay changed bytes it should pass through");
+        if outcome.completed {
+            assert_eq!(out.len(), body.len(), "a complete stream gained bytes");
+        }
+    }
 });

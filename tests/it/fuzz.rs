@@ -1,6 +1,7 @@
-//! Stable-Rust stand-in for the cargo-fuzz targets in `fuzz/` (which need nightly): seeded
-//! random and mutated inputs for the request parser, the SSE relay and the config parser
-//! assert no panic; through the HTTP app, malformed input never gets a gateway 5xx.
+//! Seeded fuzzing inside `cargo test`, next to the coverage-guided cargo-fuzz targets in
+//! `fuzz/` (scripts/fuzz.sh): random and mutated inputs for the request parser, the SSE
+//! relay and the config parser assert no panic; through the HTTP app, malformed input never
+//! gets a gateway 5xx. Inputs that once crashed a cargo-fuzz target are replayed here.
 
 use std::sync::Arc;
 
