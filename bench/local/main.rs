@@ -6,7 +6,8 @@
 //! cargo run --release --example local_bench -- MODEL.gguf [--threads N] [--template NAME]
 //!     [--weights quantized|f16|f32] [--runs R] [--streams 1,4]
 //! ```
-//! Prints one markdown table row per stream count: medians over `--runs`.
+//! Prints one markdown table row per stream count, medians over `--runs`:
+//! `| model | weights | threads | streams | prompt tokens | prompt tok/s | decode tok/s |`.
 
 use std::time::Instant;
 
@@ -83,6 +84,7 @@ fn main() -> anyhow::Result<()> {
     };
     let expert = LocalExpert::spawn("bench", cfg)?;
     let info = expert.info();
+    eprintln!("{}: {:?} weights, {:.0} MB in memory", args.path, info.weights, info.bytes as f64 / 1e6);
     // Warm-up: first-touch page faults and lazily built tables are not what is measured.
     run_streams(&expert, 1, &request(DECODE_PROMPT, 8))?;
 
@@ -101,11 +103,10 @@ fn main() -> anyhow::Result<()> {
             decode.push(tg.decode_rate());
         }
         println!(
-            "| {model} | {:?} | {threads} | {streams} | {prompt_tokens} | {:.0} | {:.1} | {:.0} MB |",
+            "| {model} | {:?} | {threads} | {streams} | {prompt_tokens} | {:.0} | {:.1} |",
             info.weights,
             median(&mut prefill),
             median(&mut decode),
-            info.bytes as f64 / 1e6,
         );
     }
     Ok(())

@@ -50,8 +50,10 @@ const CHUNKS_PER_THREAD: usize = 8;
 /// costs more than it saves.
 const MIN_PARALLEL_MACS: usize = 128 * 1024;
 
-/// Set to `candle` to run candle's kernels everywhere: the A/B switch of
-/// `bench/local` (read once per process).
+/// Which kernels run, read once per process: unset (or `auto`) picks per format as
+/// described in the module docs; `candle` runs candle's everywhere; `own` runs this module's
+/// for every format it covers, also where candle has AVX2 code. The switch `bench/local`
+/// compares them with.
 pub const KERNELS_ENV: &str = "TRIAGE_QUANT_KERNELS";
 
 /// A weight block format with its activation format and row dot product.
@@ -84,27 +86,39 @@ impl Kernel {
     /// The kernel for `dtype` on this CPU, if there is one and it is the faster choice.
     fn for_dtype(dtype: GgmlDType) -> Option<Self> {
         let features = cpu_features();
-        if !features.ssse3_sse41 || features.disabled {
+        if !features.ssse3_sse41 || features.choice == Choice::Candle {
             return None;
         }
-        let kernel = match dtype {
+        let kernel = Self::of(dtype)?;
+        // candle has 256-bit code for these; only Q4_1 and Q5_0 lack it.
+        let candle_has_simd = !matches!(kernel, Kernel::Q4_1 | Kernel::Q5_0);
+        (features.choice == Choice::Own || !(features.avx2_fma && candle_has_simd)).then_some(kernel)
+    }
+
+    /// The kernel for `dtype`, whatever the CPU.
+    fn of(dtype: GgmlDType) -> Option<Self> {
+        Some(match dtype {
             GgmlDType::Q4_1 => Kernel::Q4_1,
             GgmlDType::Q5_0 => Kernel::Q5_0,
             GgmlDType::Q8_0 => Kernel::Q8_0,
             GgmlDType::Q4K => Kernel::Q4K,
             GgmlDType::Q6K => Kernel::Q6K,
             _ => return None,
-        };
-        // candle has 256-bit code for these; only Q4_1 and Q5_0 lack it.
-        let candle_has_simd = !matches!(kernel, Kernel::Q4_1 | Kernel::Q5_0);
-        (!(features.avx2_fma && candle_has_simd)).then_some(kernel)
+        })
     }
+}
+
+/// What [`KERNELS_ENV`] asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Choice {
+    Auto,
+    Candle,
+    Own,
 }
 
 #[derive(Debug, Clone, Copy)]
 struct CpuFeatures {
-    /// [`KERNELS_ENV`] asks for candle's kernels.
-    disabled: bool,
+    choice: Choice,
     ssse3_sse41: bool,
     avx2_fma: bool,
 }
@@ -112,18 +126,22 @@ struct CpuFeatures {
 fn cpu_features() -> CpuFeatures {
     static FEATURES: std::sync::OnceLock<CpuFeatures> = std::sync::OnceLock::new();
     *FEATURES.get_or_init(|| {
-        let disabled = std::env::var(KERNELS_ENV).is_ok_and(|v| v == "candle");
+        let choice = match std::env::var(KERNELS_ENV).as_deref() {
+            Ok("candle") => Choice::Candle,
+            Ok("own") => Choice::Own,
+            _ => Choice::Auto,
+        };
         #[cfg(target_arch = "x86_64")]
         {
             CpuFeatures {
-                disabled,
+                choice,
                 ssse3_sse41: is_x86_feature_detected!("ssse3") && is_x86_feature_detected!("sse4.1"),
                 avx2_fma: is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
-            CpuFeatures { disabled, ssse3_sse41: false, avx2_fma: false }
+            CpuFeatures { choice, ssse3_sse41: false, avx2_fma: false }
         }
     })
 }
@@ -191,7 +209,11 @@ fn run<F: Format>(w: &[u8], n: usize, k: usize, x: &[f32], m: usize) -> Result<V
     let kb = k / F::BLOCK_ELEMS;
     let row_bytes = kb * F::BLOCK_BYTES;
     if w.len() != n * row_bytes || x.len() != m * k {
-        candle_core::bail!("quantized matmul: {} weight bytes for {n} x {k}, {} inputs for {m} x {k}", w.len(), x.len());
+        candle_core::bail!(
+            "quantized matmul: {} weight bytes for {n} x {k}, {} inputs for {m} x {k}",
+            w.len(),
+            x.len()
+        );
     }
     let mut acts = vec![F::Act::default(); m * kb];
     for (row, act) in x.chunks_exact(k).zip(acts.chunks_exact_mut(kb)) {

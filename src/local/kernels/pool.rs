@@ -120,7 +120,8 @@ impl Pool {
         // SAFETY: the erased lifetime never outlives `f`: `Published::drop` (which runs on
         // return and on unwind) clears the slot and waits until no worker is inside the job.
         let f: *const (dyn Fn(usize) + Sync) = unsafe { std::mem::transmute(f) };
-        let job = Job { f, n, next: AtomicUsize::new(0), active: AtomicUsize::new(0), panicked: AtomicBool::new(false) };
+        let job =
+            Job { f, n, next: AtomicUsize::new(0), active: AtomicUsize::new(0), panicked: AtomicBool::new(false) };
         {
             let mut slot = self.shared.slot.lock().unwrap_or_else(PoisonError::into_inner);
             if *slot != 0 {

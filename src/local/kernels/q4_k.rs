@@ -64,8 +64,7 @@ impl Format for Q4K {
             // The minimums times the sums of each 32 activations (two 16-sums each).
             let bs = &y.bsums;
             // SAFETY: `bsums` is 16 i16 = two 16-byte loads; unaligned loads.
-            let (s0, s1) =
-                unsafe { (_mm_loadu_si128(bs.as_ptr().cast()), _mm_loadu_si128(bs.as_ptr().add(8).cast())) };
+            let (s0, s1) = unsafe { (_mm_loadu_si128(bs.as_ptr().cast()), _mm_loadu_si128(bs.as_ptr().add(8).cast())) };
             let prod = _mm_madd_epi16(mins, _mm_hadd_epi16(s0, s1));
             acc_m = _mm_add_ps(acc_m, _mm_mul_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod)));
 

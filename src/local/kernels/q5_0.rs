@@ -45,10 +45,7 @@ impl Format for Q5_0 {
         for (b, y) in w.chunks_exact(BYTES).zip(a) {
             let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
             let q = load(b, 6);
-            let lo = _mm_or_si128(
-                _mm_and_si128(q, low),
-                _mm_andnot_si128(bytes_from_bits_16(qh as u16), minus16),
-            );
+            let lo = _mm_or_si128(_mm_and_si128(q, low), _mm_andnot_si128(bytes_from_bits_16(qh as u16), minus16));
             let hi = _mm_or_si128(
                 _mm_and_si128(_mm_srli_epi16(q, 4), low),
                 _mm_andnot_si128(bytes_from_bits_16((qh >> 16) as u16), minus16),

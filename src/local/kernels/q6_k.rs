@@ -53,9 +53,8 @@ impl Format for Q6K {
             let d = y.d * f16_at(b, D_AT);
             let scales = load(b, SCALES_AT);
             // SAFETY: `bsums` is 16 i16 = two 16-byte loads; unaligned loads.
-            let (s0, s1) = unsafe {
-                (_mm_loadu_si128(y.bsums.as_ptr().cast()), _mm_loadu_si128(y.bsums.as_ptr().add(8).cast()))
-            };
+            let (s0, s1) =
+                unsafe { (_mm_loadu_si128(y.bsums.as_ptr().cast()), _mm_loadu_si128(y.bsums.as_ptr().add(8).cast())) };
             // 32 * sum(scale * bsum): the `- 32` offset of every element.
             let sub_0 = _mm_slli_epi32(_mm_madd_epi16(s0, _mm_cvtepi8_epi16(scales)), 5);
             let sub_1 = _mm_slli_epi32(_mm_madd_epi16(s1, _mm_cvtepi8_epi16(_mm_srli_si128(scales, 8))), 5);
