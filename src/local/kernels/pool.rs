@@ -119,7 +119,10 @@ impl Pool {
         }
         // SAFETY: the erased lifetime never outlives `f`: `Published::drop` (which runs on
         // return and on unwind) clears the slot and waits until no worker is inside the job.
-        let f: *const (dyn Fn(usize) + Sync) = unsafe { std::mem::transmute(f) };
+        let f: *const (dyn Fn(usize) + Sync + '_) = f;
+        let f = unsafe {
+            std::mem::transmute::<*const (dyn Fn(usize) + Sync + '_), *const (dyn Fn(usize) + Sync + 'static)>(f)
+        };
         let job =
             Job { f, n, next: AtomicUsize::new(0), active: AtomicUsize::new(0), panicked: AtomicBool::new(false) };
         {
