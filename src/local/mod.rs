@@ -12,6 +12,7 @@
 mod engine;
 mod error;
 pub mod fair;
+mod kernels;
 pub mod models;
 mod prepared;
 mod sampling;

@@ -269,7 +269,12 @@ pub struct Linear {
 
 impl Module for Linear {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let y = self.w.forward(xs)?;
+        // Quantized weights on the CPU go through the project's kernels where they cover
+        // the format and the CPU (see `local::kernels`); everything else through candle.
+        let y = match super::kernels::forward(&self.w, xs)? {
+            Some(y) => y,
+            None => self.w.forward(xs)?,
+        };
         match &self.bias {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),
