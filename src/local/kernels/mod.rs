@@ -58,12 +58,11 @@ pub const KERNELS_ENV: &str = "TRIAGE_QUANT_KERNELS";
 
 /// A weight block format with its activation format and row dot product.
 trait Format {
-    /// Weight elements per block (and activation elements per activation block).
-    const BLOCK_ELEMS: usize;
     const BLOCK_BYTES: usize;
-    type Act: Copy + Default + Send + Sync;
-    /// Quantizes one activation row (a multiple of `BLOCK_ELEMS` long).
-    fn quantize(xs: &[f32], out: &mut [Self::Act]);
+    /// The activation blocks the dot product reads; their size is the weight block size.
+    type Act: q8::Activation;
+    /// Weight elements per block.
+    const BLOCK_ELEMS: usize = <Self::Act as q8::Activation>::ELEMS;
     /// Dot product of one weight row (`a.len()` blocks of raw GGUF bytes) with one
     /// quantized activation row.
     ///
@@ -217,7 +216,7 @@ fn run<F: Format>(w: &[u8], n: usize, k: usize, x: &[f32], m: usize) -> Result<V
     }
     let mut acts = vec![F::Act::default(); m * kb];
     for (row, act) in x.chunks_exact(k).zip(acts.chunks_exact_mut(kb)) {
-        F::quantize(row, act);
+        <F::Act as q8::Activation>::quantize(row, act);
     }
     let mut out = vec![0f32; m * n];
     let pool = pool::pool();

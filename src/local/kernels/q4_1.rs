@@ -8,7 +8,7 @@
 
 use std::arch::x86_64::*;
 
-use super::q8::{quantize_q8, BlockQ8, QK8};
+use super::q8::BlockQ8;
 use super::simd::{f16_at, hsum, load, load_i8, mul_sum_u8_pairs};
 use super::Format;
 
@@ -17,13 +17,8 @@ pub struct Q4_1;
 const BYTES: usize = 20;
 
 impl Format for Q4_1 {
-    const BLOCK_ELEMS: usize = QK8;
     const BLOCK_BYTES: usize = BYTES;
     type Act = BlockQ8;
-
-    fn quantize(xs: &[f32], out: &mut [BlockQ8]) {
-        quantize_q8(xs, out)
-    }
 
     #[target_feature(enable = "ssse3,sse4.1")]
     unsafe fn dot(w: &[u8], a: &[BlockQ8]) -> f32 {

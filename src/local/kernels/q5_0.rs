@@ -8,7 +8,7 @@
 
 use std::arch::x86_64::*;
 
-use super::q8::{quantize_q8, BlockQ8, QK8};
+use super::q8::BlockQ8;
 use super::simd::{f16_at, hsum, load, load_i8, mul_sum_i8_pairs};
 use super::Format;
 
@@ -28,13 +28,8 @@ fn bytes_from_bits_16(bits: u16) -> __m128i {
 }
 
 impl Format for Q5_0 {
-    const BLOCK_ELEMS: usize = QK8;
     const BLOCK_BYTES: usize = BYTES;
     type Act = BlockQ8;
-
-    fn quantize(xs: &[f32], out: &mut [BlockQ8]) {
-        quantize_q8(xs, out)
-    }
 
     #[target_feature(enable = "ssse3,sse4.1")]
     unsafe fn dot(w: &[u8], a: &[BlockQ8]) -> f32 {

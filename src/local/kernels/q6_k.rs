@@ -8,7 +8,7 @@
 
 use std::arch::x86_64::*;
 
-use super::q8::{quantize_q8k, BlockQ8K};
+use super::q8::BlockQ8K;
 use super::simd::{f16_at, hsum, load, load_i8};
 use super::{Format, QK_K};
 
@@ -36,13 +36,8 @@ const SCALE_SHUFFLE: [[u8; 16]; 8] = {
 };
 
 impl Format for Q6K {
-    const BLOCK_ELEMS: usize = QK_K;
     const BLOCK_BYTES: usize = BYTES;
     type Act = BlockQ8K;
-
-    fn quantize(xs: &[f32], out: &mut [BlockQ8K]) {
-        quantize_q8k(xs, out)
-    }
 
     #[target_feature(enable = "ssse3,sse4.1")]
     unsafe fn dot(w: &[u8], a: &[BlockQ8K]) -> f32 {

@@ -43,6 +43,29 @@ impl Default for BlockQ8K {
     }
 }
 
+/// An activation block format: how many values a block holds and how a row is quantized.
+/// Each weight format names the one its dot product reads, and inherits both from it.
+pub trait Activation: Copy + Default + Send + Sync {
+    /// Values per block (equal to the weight format's block size).
+    const ELEMS: usize;
+    /// Quantizes one row (a multiple of `ELEMS` long) into `out`.
+    fn quantize(xs: &[f32], out: &mut [Self]);
+}
+
+impl Activation for BlockQ8 {
+    const ELEMS: usize = QK8;
+    fn quantize(xs: &[f32], out: &mut [Self]) {
+        quantize_q8(xs, out)
+    }
+}
+
+impl Activation for BlockQ8K {
+    const ELEMS: usize = QK_K;
+    fn quantize(xs: &[f32], out: &mut [Self]) {
+        quantize_q8k(xs, out)
+    }
+}
+
 /// Scale and its inverse for a block whose largest magnitude is `amax`.
 fn scales(xs: &[f32]) -> (f32, f32) {
     let amax = xs.iter().fold(0f32, |m, x| m.max(x.abs()));
