@@ -543,7 +543,9 @@ pub fn fit_mix(enc: &[Vec<f32>], fast: &[Vec<f32>], gold: &[usize]) -> (f32, f32
 /// test accuracy). Measuring the whole cascade also counts what the strict rule ignored:
 /// inputs the encoder gets wrong too cost nothing to hand to stage 1. The reference is the
 /// best cascade, not the encoder alone, so a stage 1 that is better than the encoder on
-/// its confident inputs is not penalised for it.
+/// its confident inputs is not penalised for it. One condition of the old rule stays: the
+/// inputs stage 1 takes must be at least as accurate as the encoder stage is overall, so
+/// the tolerance never hands a small, confidently wrong pocket to stage 1.
 pub fn fit_threshold(fast: &[Vec<f32>], enc: &[Vec<f32>], gold: &[usize]) -> f32 {
     let n = gold.len();
     if n == 0 {
@@ -556,14 +558,17 @@ pub fn fit_threshold(fast: &[Vec<f32>], enc: &[Vec<f32>], gold: &[usize]) -> f32
     // the encoder's correct count, plus, for each accepted input, stage 1's verdict minus
     // the encoder's.
     let enc_ok_all = (0..n).filter(|&i| argmax(&enc[i]) == gold[i]).count() as i64;
+    let enc_acc = enc_ok_all as f64 / n as f64;
     let mut cuts = vec![(NEVER_ACCEPT, enc_ok_all)];
-    let mut correct = enc_ok_all;
+    let (mut correct, mut fast_ok) = (enc_ok_all, 0usize);
     for (k, &i) in order.iter().enumerate() {
-        correct += i64::from(argmax(&fast[i]) == gold[i]) - i64::from(argmax(&enc[i]) == gold[i]);
+        let fast_right = argmax(&fast[i]) == gold[i];
+        fast_ok += usize::from(fast_right);
+        correct += i64::from(fast_right) - i64::from(argmax(&enc[i]) == gold[i]);
         let c = conf(i);
         // Only cut between distinct confidences: a threshold accepts all ties.
         let tie_next = order.get(k + 1).is_some_and(|&j| conf(j) == c);
-        if !tie_next && c >= MIN_ACCEPT_THRESHOLD {
+        if !tie_next && c >= MIN_ACCEPT_THRESHOLD && fast_ok as f64 / (k + 1) as f64 >= enc_acc {
             cuts.push((c, correct));
         }
     }
