@@ -13,7 +13,8 @@
 # the copy is reused on the next run so the mock is built once. FRESH=1 copies it anew.
 #
 # Env: HARNESS, WORKDIR, TRIAGE_BIN (default: build with cargo --release), OUT (results
-# folder), BENCH_ARGS (the bench.sh options), FRESH, WITH_1T, WITH_LITELLM.
+# folder), BENCH_ARGS (the bench.sh options), FRESH, WITH_1T, WITH_NOTEL, BASELINE_BIN,
+# WITH_LITELLM.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
@@ -27,6 +28,8 @@ BENCH_ARGS=${BENCH_ARGS:---layout shared -c 1,64 -d 10 -r 3 -w 3 --stream-concur
 OUT=${OUT:-$REPO/bench/results/$(date +%Y-%m-%d)-gateway}
 TRIAGE_PORT=8080
 TRIAGE_1T_PORT=8081
+TRIAGE_NOTEL_PORT=8082
+BASELINE_PORT=8083
 
 [[ -d $HARNESS ]] || { echo "harness not found at $HARNESS (set HARNESS=...)" >&2; exit 2; }
 
@@ -59,8 +62,8 @@ PROXY_CPUS=0 "$H/scripts/start-passthru.sh"
 if [[ ${WITH_LITELLM:-0} == 1 ]]; then PROXY_CPUS=0 "$H/scripts/start-litellm.sh"; fi
 
 start_triage() { # name port [env...]
-  local name=$1 port=$2; shift 2
-  (cd "$REPO"; env "$@" nohup taskset -c 0 "$TRIAGE_BIN" serve --no-watch --config "$CONFIG" \
+  local name=$1 port=$2 bin=${BIN:-$TRIAGE_BIN}; shift 2
+  (cd "$REPO"; env "$@" nohup taskset -c 0 "$bin" serve --no-watch --config "$CONFIG" \
     --listen "127.0.0.1:$port" >"$H/logs/$name.log" 2>&1 & echo $! >"$H/run/$name.pid")
   for _ in $(seq 100); do
     curl -sf "http://127.0.0.1:$port/health" >/dev/null && return 0
@@ -75,6 +78,14 @@ TARGETS=(passthru=http://127.0.0.1:4100/v1 triage=http://127.0.0.1:$TRIAGE_PORT/
 if [[ ${WITH_1T:-0} == 1 ]]; then
   start_triage triage-1t $TRIAGE_1T_PORT RUST_LOG=info TOKIO_WORKER_THREADS=1
   TARGETS+=(triage-1t=http://127.0.0.1:$TRIAGE_1T_PORT/v1)
+fi
+if [[ ${WITH_NOTEL:-0} == 1 ]]; then
+  start_triage triage-notel $TRIAGE_NOTEL_PORT RUST_LOG=info OTEL_SDK_DISABLED=true
+  TARGETS+=(triage-notel=http://127.0.0.1:$TRIAGE_NOTEL_PORT/v1)
+fi
+if [[ -n ${BASELINE_BIN:-} ]]; then
+  BIN=$BASELINE_BIN start_triage baseline $BASELINE_PORT RUST_LOG=info
+  TARGETS+=(baseline=http://127.0.0.1:$BASELINE_PORT/v1)
 fi
 if [[ ${WITH_LITELLM:-0} == 1 ]]; then TARGETS+=(litellm=http://127.0.0.1:4000/v1); fi
 

@@ -165,6 +165,7 @@ fn run_streams(expert: &LocalExpert, n: usize, req: &GenRequest) -> anyhow::Resu
                             return Ok((first.unwrap_or(done), done, prompt_tokens, completion_tokens));
                         }
                         GenEvent::Error(e) => anyhow::bail!(e),
+                        ev @ GenEvent::TooLong { .. } => anyhow::bail!("{ev:?}"),
                     }
                 }
                 anyhow::bail!("stream ended without Done")

@@ -29,6 +29,7 @@ async fn first_token(e: &LocalExpert) {
     let mut rx = e.submit(request()).unwrap();
     match rx.recv().await {
         Some(GenEvent::Error(err)) => panic!("generation failed: {err}"),
+        Some(ev @ GenEvent::TooLong { .. }) => panic!("prompt refused: {ev:?}"),
         None => panic!("worker stopped"),
         Some(_) => {}
     }

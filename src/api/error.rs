@@ -223,6 +223,7 @@ impl ApiError {
             Self::Upstream(e) => match e {
                 ExpertError::Overloaded { .. } => ("rate_limit_error", Some("expert_overloaded")),
                 ExpertError::NotHot { .. } => ("server_error", Some("expert_not_hot")),
+                ExpertError::ContextExceeded { .. } => ("invalid_request_error", Some("context_length_exceeded")),
                 ExpertError::Status { status, .. } if *status == StatusCode::TOO_MANY_REQUESTS => {
                     ("rate_limit_error", Some("upstream_rate_limited"))
                 }
@@ -242,6 +243,7 @@ impl ApiError {
             Self::InvalidRequest { param, .. } | Self::LimitExceeded { param, .. } => param.as_deref(),
             Self::ModelNotFound(_) | Self::Unsupported { .. } | Self::ModelNotAllowed(_) => Some("model"),
             Self::UnknownRequest(_) => Some("request_id"),
+            Self::Upstream(ExpertError::ContextExceeded { .. }) => Some("messages"),
             _ => None,
         }
     }
@@ -253,6 +255,7 @@ fn upstream_status(e: &ExpertError) -> StatusCode {
         ExpertError::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
         // Loading: the gateway's own capacity, not an upstream failure.
         ExpertError::NotHot { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        ExpertError::ContextExceeded { .. } => StatusCode::BAD_REQUEST,
         ExpertError::Status { status, .. } if *status == StatusCode::TOO_MANY_REQUESTS => StatusCode::TOO_MANY_REQUESTS,
         // The backend judged the request itself invalid (400, 404, 422): that is the
         // client's to fix, so it gets the backend's status, not a 502.

@@ -161,6 +161,9 @@ impl LocalBackend {
             }
             Ok(None) => return Err(unavailable(&self.name, "the worker stopped")),
             Ok(Some(GenEvent::Error(e))) => return Err(unavailable(&self.name, e)),
+            Ok(Some(GenEvent::TooLong { prompt_tokens, context_length })) => {
+                return Err(ExpertError::ContextExceeded { expert: self.name.clone(), prompt_tokens, context_length })
+            }
             Ok(Some(ev)) => ev,
         };
         let id = format!("chatcmpl-{}", ulid::Ulid::new());
@@ -174,6 +177,8 @@ impl LocalBackend {
             match event {
                 GenEvent::Delta(d) => text.push_str(&d),
                 GenEvent::Error(e) => return Err(unavailable(&self.name, e)),
+                // Only ever a first event, handled above.
+                GenEvent::TooLong { .. } => return Err(unavailable(&self.name, "refused the prompt mid-generation")),
                 GenEvent::Done { finish_reason, prompt_tokens, completion_tokens } => {
                     let usage = usage(prompt_tokens, completion_tokens);
                     let body = json!({
@@ -260,6 +265,10 @@ impl LocalBackend {
                     GenEvent::Error(e) => {
                         st.done = true;
                         Err(ExpertError::Stream { expert: name, detail: e })
+                    }
+                    ev @ GenEvent::TooLong { .. } => {
+                        st.done = true;
+                        Err(ExpertError::Stream { expert: name, detail: format!("{ev:?}") })
                     }
                     GenEvent::Done { finish_reason, prompt_tokens, completion_tokens } => {
                         st.done = true;

@@ -48,6 +48,14 @@ pub enum ExpertError {
     Unavailable { expert: String, detail: String },
     #[error("expert {expert} failed: {detail}")]
     Stream { expert: String, detail: String },
+    /// The prompt does not fit this expert's context window (a local expert counts the
+    /// rendered prompt's tokens). Another expert with a larger window may take it.
+    #[error(
+        "This model's maximum context length is {context_length} tokens. However, your messages resulted in \
+         {prompt_tokens} tokens (expert {expert}, at least one token must be left to generate). Please reduce \
+         the length of the messages."
+    )]
+    ContextExceeded { expert: String, prompt_tokens: usize, context_length: usize },
 }
 
 impl ExpertError {
@@ -68,7 +76,9 @@ impl ExpertError {
             | Self::Protocol { .. }
             | Self::Overloaded { .. }
             | Self::NotHot { .. }
-            | Self::Unavailable { .. } => true,
+            | Self::Unavailable { .. }
+            // A later expert in the list may have a larger context window.
+            | Self::ContextExceeded { .. } => true,
             Self::TotalTimeout { .. } | Self::Stream { .. } => false,
         }
     }
@@ -87,6 +97,7 @@ impl ExpertError {
             Self::NotHot { .. } => "not_hot",
             Self::Unavailable { .. } => "unavailable",
             Self::Stream { .. } => "stream",
+            Self::ContextExceeded { .. } => "context_length_exceeded",
         }
     }
 }

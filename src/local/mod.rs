@@ -281,6 +281,9 @@ pub enum GenEvent {
     Done { finish_reason: FinishReason, prompt_tokens: u32, completion_tokens: u32 },
     /// Last event of a failed generation.
     Error(String),
+    /// The only event of a request the worker refused before generating: the rendered
+    /// prompt leaves no room in the context window.
+    TooLong { prompt_tokens: usize, context_length: usize },
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -517,6 +520,10 @@ fn run_job(name: &str, engine: &mut engine::Engine, job: Job) -> Option<GenEvent
         Err(engine::Abort::Cancelled) => {
             tracing::debug!(expert = name, "Local generation cancelled by its consumer.");
             None
+        }
+        Err(engine::Abort::Failed(LocalError::PromptTooLong { prompt_tokens, context_length })) => {
+            tracing::debug!(expert = name, prompt_tokens, context_length, "Prompt does not fit the context.");
+            Some(GenEvent::TooLong { prompt_tokens, context_length })
         }
         Err(engine::Abort::Failed(e)) => {
             tracing::warn!(expert = name, error = %e, "Local generation failed.");

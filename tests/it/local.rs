@@ -294,3 +294,50 @@ fn the_route_command_explains_a_decision_offline() {
     assert!(!out.status.success());
     assert!(err.contains("unknown model \"nope\"") && err.contains("triage"), "names the models there are: {err}");
 }
+
+/// A prompt longer than a local expert's context window is the client's error (400,
+/// `context_length_exceeded`, as OpenAI answers it), not a failed upstream; in a routed
+/// list the next expert, whose window may be larger, takes it; the worker stays usable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prompt_over_the_context_window_is_a_400_and_falls_to_the_next_expert() {
+    use crate::mock::{Behavior, Mock};
+    let big = Mock::start("big", Behavior::Ok).await;
+    let smollm = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/smollm2-135m-instruct-q4_1.gguf");
+    let cfg = format!(
+        "[[experts]]\nname = \"tiny\"\nkind = \"local\"\npath = {:?}\ncontext_length = 64\nthreads = 1\n\
+         [[experts]]\nname = \"big\"\nkind = \"openai\"\nbase_url = \"{}\"\n\
+         [[models]]\nname = \"triage\"\nexperts = [\"tiny\", \"big\"]\n",
+        smollm.display().to_string(),
+        big.url()
+    );
+    let gw = crate::support::Gateway::start(&cfg).await;
+    let long = "Summarize the following notes about the harbour. ".repeat(20);
+    let ask = |model: &'static str, content: String, stream: bool| {
+        let body = json!({"model": model, "max_tokens": 4, "stream": stream, "messages": [{"role": "user", "content": content}]});
+        let req = client().post(gw.url("/v1/chat/completions")).json(&body);
+        async move {
+            let r = req.send().await.unwrap();
+            let (status, expert) = (r.status().as_u16(), r.headers().get("x-triage-expert").cloned());
+            (status, expert, r.text().await.unwrap())
+        }
+    };
+    for stream in [false, true] {
+        let (status, _, text) = ask("tiny", long.clone(), stream).await;
+        assert_eq!(status, 400, "stream={stream}: {text}");
+        let e: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(e["error"]["code"], "context_length_exceeded", "{e}");
+        assert_eq!(e["error"]["type"], "invalid_request_error", "{e}");
+        assert_eq!(e["error"]["param"], "messages", "{e}");
+        let msg = e["error"]["message"].as_str().unwrap();
+        assert!(msg.contains("maximum context length is 64 tokens"), "{msg}");
+    }
+    assert_eq!(big.hits(), 0);
+    let (status, expert, text) = ask("triage", long.clone(), false).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(expert.unwrap(), "big", "the expert with room took it");
+    assert_eq!(big.hits(), 1);
+    let (status, expert, text) = ask("triage", "Say hi.".into(), false).await;
+    assert_eq!((status, expert.unwrap().to_str().unwrap().to_string()), (200, "tiny".to_string()), "{text}");
+    // A refusal is the request's fault: the local expert's breaker stays closed.
+    assert_eq!(big.hits(), 1);
+}
