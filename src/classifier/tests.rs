@@ -9,7 +9,7 @@ use super::centroid::CentroidRouter;
 use super::data::load_dir;
 use super::eval::compute;
 use super::service::{ClassifierService, Router, ServiceConfig};
-use super::train::{fit, TrainOptions};
+use super::train::{fit, fit_threshold, TrainOptions, CASCADE_ACCURACY_TOLERANCE};
 use super::{prompt_text, Classifier, ClassifyError, RouterConfig, Stage};
 
 fn root() -> PathBuf {
@@ -76,6 +76,41 @@ fn training_is_deterministic() {
     }
     assert_eq!(a.config.temperature, b.config.temperature);
     assert_eq!(a.config.fast.accept_threshold, b.config.fast.accept_threshold);
+}
+
+/// 300 validation inputs of two classes, all gold 0; stage 1's confidence falls from 0.99
+/// by 0.001 per input. `fast_ok(i)` and `enc_ok(i)` say which stage gets input `i` right.
+fn threshold_case(fast_ok: impl Fn(usize) -> bool, enc_ok: impl Fn(usize) -> bool) -> (f32, Vec<f32>) {
+    let conf: Vec<f32> = (0..300).map(|i| 0.99 - i as f32 * 0.001).collect();
+    let probs = |c: f32, right: bool| if right { vec![c, 1.0 - c] } else { vec![1.0 - c, c] };
+    let fast: Vec<Vec<f32>> = conf.iter().enumerate().map(|(i, &c)| probs(c, fast_ok(i))).collect();
+    let enc: Vec<Vec<f32>> = (0..300).map(|i| probs(0.9, enc_ok(i))).collect();
+    (fit_threshold(&fast, &enc, &[0; 300]), conf)
+}
+
+#[test]
+fn stage_one_threshold_trades_at_most_the_tolerance_for_coverage() {
+    // One input in 300 is a third of a point, two are two thirds: the tolerance is half.
+    const { assert!(1.0 / 300.0 < CASCADE_ACCURACY_TOLERANCE && 2.0 / 300.0 > CASCADE_ACCURACY_TOLERANCE) };
+
+    // The encoder is right on inputs 0-249; stage 1 slips once at input 100 and is wrong
+    // from 200 on. One slip is within the tolerance, so stage 1 keeps inputs 0-199 (the
+    // strict "never worse than the encoder" rule stopped at 99); a second would not be.
+    let (t, conf) = threshold_case(|i| i != 100 && i < 200, |i| i < 250);
+    assert_eq!(t, conf[199], "threshold {t}: expected stage 1 to decide the 200 inputs up to the second error");
+
+    // Stage 1 beats the encoder on its 50 most confident inputs and is wrong below: the
+    // reference is the best cascade (all 300 right), so only one input past 50 may go.
+    let (t, conf) = threshold_case(|i| i < 50, |i| i >= 50);
+    assert_eq!(t, conf[50], "threshold {t}: expected the best cascade plus one error's slack");
+
+    // A stage 1 that is never right never decides, although one input would fit in the
+    // tolerance: what it takes must be as accurate as the encoder is overall. One that is
+    // always right decides everything.
+    let (t, _) = threshold_case(|_| false, |_| true);
+    assert!(t > 1.0, "threshold {t}: a stage 1 that is always wrong must never decide");
+    let (t, conf) = threshold_case(|_| true, |_| true);
+    assert_eq!(t, conf[299]);
 }
 
 #[test]
