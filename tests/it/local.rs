@@ -90,7 +90,7 @@ async fn route_explains_and_uncertain_prompts_go_to_the_fallback() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_openai_sdk_streams_from_a_local_expert() {
+async fn the_openai_sdk_streams_from_a_local_expert_and_gets_context_errors_as_its_own() {
     let base = url("/v1");
     let py =
         std::env::var("TRIAGE_PYTHON").unwrap_or_else(|_| format!("{}/.venv/bin/python", env!("CARGO_MANIFEST_DIR")));
@@ -105,6 +105,15 @@ for chunk in c.chat.completions.create(model="smollm2-135m", stream=True, temper
         finish = chunk.choices[0].finish_reason or finish
 assert "Paris" in text, text
 assert finish in ("stop", "length"), finish
+# Over the 8192-token window: the SDK's own exception, with OpenAI's code and param.
+try:
+    c.chat.completions.create(model="smollm2-135m", max_tokens=4,
+                              messages=[{"role": "user", "content": "word " * 9000}])
+    raise AssertionError("expected BadRequestError")
+except openai.BadRequestError as err:
+    assert err.code == "context_length_exceeded", err.code
+    assert err.param == "messages", err.param
+    assert "8192" in err.message, err.message
 print("ok", text)
 "#;
     let out = tokio::task::spawn_blocking(move || Command::new(&py).arg("-c").arg(script).arg(&base).output())
