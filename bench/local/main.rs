@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo run --release --example local_bench -- MODEL.gguf [--threads N] [--template NAME]
-//!     [--weights quantized|f16|f32] [--runs R] [--streams 1,4]
+//!     [--weights quantized|f16|f32] [--runs R] [--streams 1,4] [--decode-only]
 //! ```
 //! Prints one markdown table row per stream count, medians over `--runs`:
 //! `| model | weights | threads | streams | prompt tokens | prompt tok/s | decode tok/s |`.
@@ -32,6 +32,8 @@ struct Args {
     template: Option<String>,
     runs: usize,
     streams: Vec<usize>,
+    /// Decode only (for profiling it): the prompt-processing rows read 0.
+    decode_only: bool,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -43,6 +45,7 @@ fn parse_args() -> anyhow::Result<Args> {
         template: None,
         runs: DEFAULT_RUNS,
         streams: vec![1, 4],
+        decode_only: false,
     };
     while let Some(a) = it.next() {
         let mut value = || it.next().ok_or_else(|| anyhow::anyhow!("{a} needs a value"));
@@ -50,6 +53,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--threads" => args.threads = Some(value()?.parse()?),
             "--template" => args.template = Some(value()?),
             "--runs" => args.runs = value()?.parse()?,
+            "--decode-only" => args.decode_only = true,
             "--streams" => {
                 args.streams = value()?.split(',').map(str::parse).collect::<Result<_, _>>()?;
             }
@@ -66,7 +70,9 @@ fn parse_args() -> anyhow::Result<Args> {
         }
     }
     if args.path.is_empty() {
-        anyhow::bail!("usage: local_bench MODEL.gguf [--threads N] [--template NAME] [--runs R] [--streams 1,4]");
+        anyhow::bail!(
+            "usage: local_bench MODEL.gguf [--threads N] [--template NAME] [--runs R] [--streams 1,4] [--decode-only]"
+        );
     }
     Ok(args)
 }
@@ -96,9 +102,13 @@ fn main() -> anyhow::Result<()> {
         let mut decode = Vec::with_capacity(args.runs);
         let mut prompt_tokens = 0;
         for _ in 0..args.runs {
-            let pp = run_streams(&expert, streams, &request(&long, 1))?;
-            prompt_tokens = pp.prompt_tokens / streams as u32;
-            prefill.push(pp.prompt_tokens as f64 / pp.first_token_s);
+            if args.decode_only {
+                prefill.push(0.0);
+            } else {
+                let pp = run_streams(&expert, streams, &request(&long, 1))?;
+                prompt_tokens = pp.prompt_tokens / streams as u32;
+                prefill.push(pp.prompt_tokens as f64 / pp.first_token_s);
+            }
             let tg = run_streams(&expert, streams, &request(DECODE_PROMPT, DECODE_TOKENS))?;
             decode.push(tg.decode_rate());
         }

@@ -407,3 +407,95 @@ async fn a_prepared_copy_spawns_the_same_model_as_the_file() {
     assert_eq!(prepared_out, file_out, "a prepared copy must generate what the file does");
     assert!(prepared_out.0.contains("Paris"), "{prepared_out:?}");
 }
+
+/// Writes SmolLM2 as a Qwen2 GGUF, the way llama.cpp's converter would have written the
+/// same weights under `general.architecture = "qwen2"`: metadata keys under `qwen2.`,
+/// q/k rows in Hugging Face order (the llama converter permutes them for interleaved RoPE;
+/// the qwen2 one does not), and q/k/v biases (zeros, or `v_bias` on v). No Qwen2 GGUF is
+/// available from the registries, so this is how the Qwen2 path runs on real weights.
+fn smollm_as_qwen2(dir: &std::path::Path, v_bias: f32) -> PathBuf {
+    use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
+    use candle_core::{Device, Tensor};
+
+    let src_path = model_path(SMOLLM);
+    let mut src = std::fs::File::open(&src_path).expect("open SmolLM2");
+    let content = gguf_file::Content::read(&mut src).expect("read SmolLM2 GGUF");
+    let md_usize = |k: &str| content.metadata[k].to_u32().expect(k) as usize;
+    let (n_head, n_kv_head) = (md_usize("llama.attention.head_count"), md_usize("llama.attention.head_count_kv"));
+    let head_dim = md_usize("llama.embedding_length") / n_head;
+    let mut metadata: Vec<(String, gguf_file::Value)> = content
+        .metadata
+        .iter()
+        .map(|(k, v)| (k.strip_prefix("llama.").map_or_else(|| k.clone(), |rest| format!("qwen2.{rest}")), v.clone()))
+        .collect();
+    for (k, v) in &mut metadata {
+        if k == "general.architecture" {
+            *v = gguf_file::Value::String("qwen2".into());
+        }
+    }
+    let dev = Device::Cpu;
+    // Row `h * head_dim + j * half + i` (HF order) is GGUF row `h * head_dim + 2 * i + j`.
+    let unpermute = |t: &QTensor, heads: usize| -> QTensor {
+        let half = head_dim / 2;
+        let rows: Vec<u32> = (0..heads)
+            .flat_map(|h| (0..2).flat_map(move |j| (0..half).map(move |i| (h * head_dim + 2 * i + j) as u32)))
+            .collect();
+        let w = t.dequantize(&dev).expect("dequantize");
+        let idx = Tensor::new(rows.as_slice(), &dev).expect("index");
+        QTensor::quantize(&w.index_select(&idx, 0).expect("permute"), GgmlDType::F32).expect("f32")
+    };
+    let mut tensors: Vec<(String, QTensor)> = Vec::new();
+    let mut names: Vec<&String> = content.tensor_infos.keys().collect();
+    names.sort();
+    for name in names {
+        let t = content.tensor(&mut src, name, &dev).expect("tensor");
+        let rows = t.shape().dims()[0];
+        let bias = |value: f32| {
+            let b = Tensor::full(value, rows, &dev).expect("bias");
+            QTensor::quantize(&b, GgmlDType::F32).expect("bias f32")
+        };
+        if let Some(layer) = name.strip_suffix(".attn_q.weight") {
+            tensors.push((format!("{layer}.attn_q.bias"), bias(0.0)));
+            tensors.push((name.clone(), unpermute(&t, n_head)));
+        } else if let Some(layer) = name.strip_suffix(".attn_k.weight") {
+            tensors.push((format!("{layer}.attn_k.bias"), bias(0.0)));
+            tensors.push((name.clone(), unpermute(&t, n_kv_head)));
+        } else if let Some(layer) = name.strip_suffix(".attn_v.weight") {
+            tensors.push((format!("{layer}.attn_v.bias"), bias(v_bias)));
+            tensors.push((name.clone(), t));
+        } else {
+            tensors.push((name.clone(), t));
+        }
+    }
+    let path = dir.join(format!("smollm2-as-qwen2-vbias{v_bias}.gguf"));
+    let mut out = std::fs::File::create(&path).expect("create");
+    let md: Vec<(&str, &gguf_file::Value)> = metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let ts: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, t)| (k.as_str(), t)).collect();
+    gguf_file::write(&mut out, &md, &ts).expect("write qwen2 GGUF");
+    path
+}
+
+/// The Qwen2 path (biases, "neox" RoPE pairing, `qwen2.*` keys) on SmolLM2's weights
+/// rewritten as a Qwen2 file: with zero biases it must answer exactly as the llama path
+/// does on the original file (same weights, same greedy tokens); a bias on v must change
+/// the answer, which shows the biases are read and applied.
+#[test]
+fn qwen2_file_with_smollm_weights_answers_as_the_llama_path_does() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let req = GenRequest { max_tokens: Some(24), ..user("What is the capital of France?") };
+    let reference = run(&mut engine(&SMOLLM_ENGINE, smollm_cfg), &req);
+
+    let qwen2 = smollm_as_qwen2(dir.path(), 0.0);
+    let cfg = LocalConfig { weights: WeightFormat::F32, ..LocalConfig::new(qwen2.clone()) };
+    let mut e = Engine::load("qwen2", &cfg, Source::File(&qwen2)).unwrap_or_else(|e| panic!("loading qwen2: {e}"));
+    let got = run(&mut e, &req);
+    assert_eq!(got.1.ids, reference.1.ids, "qwen2 {:?} vs llama {:?}", got.0.concat(), reference.0.concat());
+    assert!(got.0.concat().contains("Paris"), "answer was {:?}", got.0.concat());
+    drop(e);
+
+    let biased = smollm_as_qwen2(dir.path(), 2.0);
+    let cfg = LocalConfig { weights: WeightFormat::F32, ..LocalConfig::new(biased.clone()) };
+    let mut e = Engine::load("qwen2-bias", &cfg, Source::File(&biased)).unwrap_or_else(|e| panic!("loading: {e}"));
+    let shifted = run(&mut e, &req);
+    assert_ne!(shifted.1.ids, reference.1.ids, "a v bias of 2.0 left the answer unchanged: biases are ignored");
+}

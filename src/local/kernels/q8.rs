@@ -45,7 +45,7 @@ impl Default for BlockQ8K {
 
 /// An activation block format: how many values a block holds and how a row is quantized.
 /// Each weight format names the one its dot product reads, and inherits both from it.
-pub trait Activation: Copy + Default + Send + Sync {
+pub trait Activation: Clone + Default + Send + Sync {
     /// Values per block (equal to the weight format's block size).
     const ELEMS: usize;
     /// Quantizes one row (a multiple of `ELEMS` long) into `out`.

@@ -46,20 +46,25 @@ fn kernels_match_candle_dequantized_reference() -> candle_core::Result<()> {
             let wd = q.dequantize(&dev)?;
             let x = Tensor::from_vec(random(&mut rng, m * k), (1, m, k), &dev)?;
             let reference = x.broadcast_matmul(&wd.t()?)?.flatten_all()?.to_vec1::<f32>()?;
-            let got = matmul(kernel, &q, &x)?;
-            assert_eq!(got.dims(), &[1, m, n], "{dtype:?} output shape");
-            let got = got.flatten_all()?.to_vec1::<f32>()?;
-            let (xs, ws) = (x.flatten_all()?.to_vec1::<f32>()?, wd.flatten_all()?.to_vec1::<f32>()?);
-            let block = if matches!(dtype, GgmlDType::Q4K | GgmlDType::Q6K) { QK_K } else { 32 };
-            for i in 0..m {
-                for r in 0..n {
-                    let (g, e) = (got[i * n + r], reference[i * n + r]);
-                    // Plus f32 summation-order noise.
-                    let tol = bound(&xs[i * k..(i + 1) * k], &ws[r * k..(r + 1) * k], block) * 1.001 + 1e-4;
-                    assert!(
-                        (g - e).abs() <= tol,
-                        "{dtype:?} (m, n, k) = ({m}, {n}, {k}) output ({i}, {r}): kernel {g}, reference {e}, tolerance {tol}"
-                    );
+            // Both branches where the CPU has AVX2: the 128-bit one is what a CPU without it runs.
+            let widths: &[bool] = if cpu_features().avx2_fma { &[false, true] } else { &[false] };
+            for &avx2 in widths {
+                let got = matmul(kernel, &q, &x, avx2)?;
+                assert_eq!(got.dims(), &[1, m, n], "{dtype:?} output shape");
+                let got = got.flatten_all()?.to_vec1::<f32>()?;
+                let (xs, ws) = (x.flatten_all()?.to_vec1::<f32>()?, wd.flatten_all()?.to_vec1::<f32>()?);
+                let block = if matches!(dtype, GgmlDType::Q4K | GgmlDType::Q6K) { QK_K } else { 32 };
+                for i in 0..m {
+                    for r in 0..n {
+                        let (g, e) = (got[i * n + r], reference[i * n + r]);
+                        // Plus f32 summation-order noise.
+                        let tol = bound(&xs[i * k..(i + 1) * k], &ws[r * k..(r + 1) * k], block) * 1.001 + 1e-4;
+                        assert!(
+                            (g - e).abs() <= tol,
+                            "{dtype:?} avx2={avx2} (m, n, k) = ({m}, {n}, {k}) output ({i}, {r}): kernel {g}, \
+                             reference {e}, tolerance {tol}"
+                        );
+                    }
                 }
             }
         }

@@ -6,7 +6,10 @@
 //! carries `attn_{q,k,v}.bias` and is asked for non-interleaved RoPE. Kept as its own file so
 //! the architecture table stays one-entry-per-file.
 //!
-//! Untested against a real model: no Qwen2 GGUF is available on the development machine.
+//! No Qwen2 GGUF is available from the registries here; the test
+//! `local::tests::qwen2_file_with_smollm_weights_answers_as_the_llama_path_does` rewrites
+//! SmolLM2 as a Qwen2 file (keys, Hugging Face q/k row order, biases) and checks that this
+//! path gives the llama path's greedy tokens, and that a v bias changes them.
 
 use std::io::{Read, Seek};
 
