@@ -183,7 +183,10 @@ pub fn forward(w: &QMatMul, xs: &Tensor) -> Result<Option<Tensor>> {
     let features = cpu_features();
     // With AVX2: the 256-bit branch of the 32-element formats, and candle's row code for the
     // k-quants unless `own` asks for this module's.
-    let wide = features.avx2_fma && (kernel.has_avx2() || features.choice == Choice::Auto);
+    // candle's k-quant row code is 256-bit only where candle itself was compiled for AVX2
+    // (`target-cpu=native` on an AVX2 host); otherwise it is scalar and ours is faster.
+    let candle_rows = features.choice == Choice::Auto && cfg!(target_feature = "avx2");
+    let wide = features.avx2_fma && (kernel.has_avx2() || candle_rows);
     matmul(kernel, q, xs, wide).map(Some)
 }
 
