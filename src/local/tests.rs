@@ -411,9 +411,10 @@ async fn a_prepared_copy_spawns_the_same_model_as_the_file() {
 /// Writes SmolLM2 as a Qwen2 GGUF, the way llama.cpp's converter would have written the
 /// same weights under `general.architecture = "qwen2"`: metadata keys under `qwen2.`,
 /// q/k rows in Hugging Face order (the llama converter permutes them for interleaved RoPE;
-/// the qwen2 one does not), and q/k/v biases (zeros, or `v_bias` on v). No Qwen2 GGUF is
-/// available from the registries, so this is how the Qwen2 path runs on real weights.
-fn smollm_as_qwen2(dir: &std::path::Path, v_bias: f32) -> PathBuf {
+/// the qwen2 one does not), and q/k/v biases (zeros, or `k_bias` on k and `v_bias` on v).
+/// No Qwen2 GGUF is available from the registries, so this is how the Qwen2 path runs on
+/// real weights.
+fn smollm_as_qwen2(dir: &std::path::Path, k_bias: f32, v_bias: f32) -> PathBuf {
     use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
     use candle_core::{Device, Tensor};
 
@@ -458,7 +459,7 @@ fn smollm_as_qwen2(dir: &std::path::Path, v_bias: f32) -> PathBuf {
             tensors.push((format!("{layer}.attn_q.bias"), bias(0.0)));
             tensors.push((name.clone(), unpermute(&t, n_head)));
         } else if let Some(layer) = name.strip_suffix(".attn_k.weight") {
-            tensors.push((format!("{layer}.attn_k.bias"), bias(0.0)));
+            tensors.push((format!("{layer}.attn_k.bias"), bias(k_bias)));
             tensors.push((name.clone(), unpermute(&t, n_kv_head)));
         } else if let Some(layer) = name.strip_suffix(".attn_v.weight") {
             tensors.push((format!("{layer}.attn_v.bias"), bias(v_bias)));
@@ -467,7 +468,7 @@ fn smollm_as_qwen2(dir: &std::path::Path, v_bias: f32) -> PathBuf {
             tensors.push((name.clone(), t));
         }
     }
-    let path = dir.join(format!("smollm2-as-qwen2-vbias{v_bias}.gguf"));
+    let path = dir.join(format!("smollm2-as-qwen2-k{k_bias}-v{v_bias}.gguf"));
     let mut out = std::fs::File::create(&path).expect("create");
     let md: Vec<(&str, &gguf_file::Value)> = metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let ts: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, t)| (k.as_str(), t)).collect();
@@ -477,15 +478,17 @@ fn smollm_as_qwen2(dir: &std::path::Path, v_bias: f32) -> PathBuf {
 
 /// The Qwen2 path (biases, "neox" RoPE pairing, `qwen2.*` keys) on SmolLM2's weights
 /// rewritten as a Qwen2 file: with zero biases it must answer exactly as the llama path
-/// does on the original file (same weights, same greedy tokens); a bias on v must change
-/// the answer, which shows the biases are read and applied.
+/// does on the original file (same weights, same greedy tokens). A v bias must change the
+/// answer (the bias is read and added). So must a k bias: added before RoPE, as Qwen2
+/// does, it rotates with the position; added after RoPE it would shift every score of a
+/// query by the same amount, which softmax ignores, and leave the answer unchanged.
 #[test]
 fn qwen2_file_with_smollm_weights_answers_as_the_llama_path_does() {
     let dir = tempfile::tempdir().expect("tempdir");
     let req = GenRequest { max_tokens: Some(24), ..user("What is the capital of France?") };
     let reference = run(&mut engine(&SMOLLM_ENGINE, smollm_cfg), &req);
 
-    let qwen2 = smollm_as_qwen2(dir.path(), 0.0);
+    let qwen2 = smollm_as_qwen2(dir.path(), 0.0, 0.0);
     let cfg = LocalConfig { weights: WeightFormat::F32, ..LocalConfig::new(qwen2.clone()) };
     let mut e = Engine::load("qwen2", &cfg, Source::File(&qwen2)).unwrap_or_else(|e| panic!("loading qwen2: {e}"));
     let got = run(&mut e, &req);
@@ -493,9 +496,11 @@ fn qwen2_file_with_smollm_weights_answers_as_the_llama_path_does() {
     assert!(got.0.concat().contains("Paris"), "answer was {:?}", got.0.concat());
     drop(e);
 
-    let biased = smollm_as_qwen2(dir.path(), 2.0);
-    let cfg = LocalConfig { weights: WeightFormat::F32, ..LocalConfig::new(biased.clone()) };
-    let mut e = Engine::load("qwen2-bias", &cfg, Source::File(&biased)).unwrap_or_else(|e| panic!("loading: {e}"));
-    let shifted = run(&mut e, &req);
-    assert_ne!(shifted.1.ids, reference.1.ids, "a v bias of 2.0 left the answer unchanged: biases are ignored");
+    for (k_bias, v_bias, what) in [(0.0, 2.0, "v bias"), (1.0, 0.0, "k bias")] {
+        let biased = smollm_as_qwen2(dir.path(), k_bias, v_bias);
+        let cfg = LocalConfig { weights: WeightFormat::F32, ..LocalConfig::new(biased.clone()) };
+        let mut e = Engine::load("qwen2-bias", &cfg, Source::File(&biased)).unwrap_or_else(|e| panic!("loading: {e}"));
+        let shifted = run(&mut e, &req);
+        assert_ne!(shifted.1.ids, reference.1.ids, "a {what} left the answer unchanged: {:?}", shifted.0.concat());
+    }
 }

@@ -10,7 +10,7 @@
 
 use std::marker::PhantomData;
 
-use candle_core::quantized::k_quants::{BlockQ8K, GgmlType};
+use candle_core::quantized::k_quants::{BlockQ4K, BlockQ6K, BlockQ8K, GgmlType};
 
 use super::{q8, Format, QK_K};
 
@@ -38,7 +38,12 @@ impl q8::Activation for CandleQ8K {
 /// The weight format `T` (a candle k-quant block type) with candle's row dot product.
 pub struct CandleRows<T>(PhantomData<T>);
 
-impl<T: GgmlType<VecDotType = BlockQ8K>> Format for CandleRows<T> {
+/// candle's block types that are plain `repr(C)` data, so GGUF bytes may be read as them.
+pub trait PlainBlock: GgmlType<VecDotType = BlockQ8K> {}
+impl PlainBlock for BlockQ4K {}
+impl PlainBlock for BlockQ6K {}
+
+impl<T: PlainBlock> Format for CandleRows<T> {
     const BLOCK_BYTES: usize = std::mem::size_of::<T>();
     type Act = CandleQ8K;
 
@@ -46,7 +51,8 @@ impl<T: GgmlType<VecDotType = BlockQ8K>> Format for CandleRows<T> {
     /// `w` must be aligned for `T` ([`aligned_for`] checked the weight's start; rows are
     /// whole blocks).
     unsafe fn dot(w: &[u8], a: &[CandleQ8K]) -> f32 {
-        debug_assert!(aligned_for::<T>(w));
+        // One comparison per row: cheap insurance for the cast below.
+        assert!(aligned_for::<T>(w), "quantized weight row not aligned for candle's block type");
         // SAFETY: `w` holds `w.len() / size_of::<T>()` blocks of candle's layout (the GGUF
         // bytes candle itself reads as `T`), aligned as the caller guarantees.
         let blocks = unsafe { std::slice::from_raw_parts(w.as_ptr().cast::<T>(), w.len() / Self::BLOCK_BYTES) };

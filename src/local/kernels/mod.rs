@@ -67,8 +67,9 @@ const MIN_PARALLEL_MACS: usize = 128 * 1024;
 
 /// Which kernels run, read once per process: unset (or `auto`) picks per format as
 /// described in the module docs; `candle` runs candle's everywhere; `own` runs this module's
-/// for every format it covers, also where candle has AVX2 code. The switch `bench/local`
-/// compares them with.
+/// kernels for every format, the 128-bit k-quant ones also where candle has 256-bit code
+/// (the 32-element formats take their 256-bit branches on AVX2 CPUs either way). The switch
+/// `bench/local` compares them with.
 pub const KERNELS_ENV: &str = "TRIAGE_QUANT_KERNELS";
 
 /// A row dot product: one weight row (`a.len()` blocks of raw GGUF bytes) with one quantized
@@ -183,10 +184,8 @@ pub fn forward(w: &QMatMul, xs: &Tensor) -> Result<Option<Tensor>> {
     let features = cpu_features();
     // With AVX2: the 256-bit branch of the 32-element formats, and candle's row code for the
     // k-quants unless `own` asks for this module's.
-    // candle's k-quant row code is 256-bit only where candle itself was compiled for AVX2
-    // (`target-cpu=native` on an AVX2 host); otherwise it is scalar and ours is faster.
-    let candle_rows = features.choice == Choice::Auto && cfg!(target_feature = "avx2");
-    let wide = features.avx2_fma && (kernel.has_avx2() || candle_rows);
+    // candle's k-quant row code checks the CPU at run time, as `avx2_fma` does here.
+    let wide = features.avx2_fma && (kernel.has_avx2() || features.choice == Choice::Auto);
     matmul(kernel, q, xs, wide).map(Some)
 }
 
@@ -278,7 +277,9 @@ fn run<F: Format>(w: &[u8], n: usize, k: usize, x: &[f32], m: usize, avx2: bool)
             prefetch(w, (r * row_bytes + PREFETCH_AHEAD).min(w.len()), row_bytes);
             for (i, a) in acts.chunks_exact(kb).enumerate() {
                 // SAFETY: `Kernel::for_dtype` checked the CPU features `F::dot` needs, and
-                // the caller passes `avx2` only where the CPU has AVX2 and FMA.
+                // the caller passes `avx2` only where the CPU has AVX2 and FMA. `wr` is
+                // whole blocks at a multiple of the block size from the weight's start,
+                // which `matmul` checked is aligned for the formats that need it.
                 let v = unsafe { dot(wr, a) };
                 // SAFETY: `i * n + r < m * n`, and element (i, r) is written by this chunk
                 // only (chunks partition the rows `r`).
@@ -305,7 +306,7 @@ fn run<F: Format>(w: &[u8], n: usize, k: usize, x: &[f32], m: usize, avx2: bool)
 /// (2 KiB best, interleaved runs).
 const PREFETCH_AHEAD: usize = 2048;
 
-/// Asks the CPU to start loading `w[at..at + len]` into L1 (one request per cache line).
+/// Asks the CPU to start loading `w[at..at + len]` into L1 (one request per 64 bytes).
 #[inline]
 fn prefetch(w: &[u8], at: usize, len: usize) {
     #[cfg(target_arch = "x86_64")]

@@ -1,7 +1,7 @@
 //! Q5_0 weights x Q8_0 activations. Follows llama.cpp `ggml_vec_dot_q5_0_q8_0`
 //! (`ggml-cpu/arch/x86/quants.c`, the `__AVX__` branch with `bytes_from_bits_32`, at the
-//! llama.cpp vendored by llama-cpp-python 0.3.36), in 128-bit registers. candle 0.11.1 has
-//! no x86 SIMD for Q5_0.
+//! llama.cpp vendored by llama-cpp-python 0.3.36), in 128-bit registers, and its
+//! `__AVX2__` branch in 256-bit registers. candle 0.11.1 has no x86 SIMD for Q5_0.
 //!
 //! Block (22 bytes): `d: f16`, `qh: u32` (bit `i` is the fifth bit of element `i`),
 //! `qs: [u8; 16]` (nibbles as in Q4_1); `w = d * (q - 16)`.

@@ -9,7 +9,8 @@
 //! No Qwen2 GGUF is available from the registries here; the test
 //! `local::tests::qwen2_file_with_smollm_weights_answers_as_the_llama_path_does` rewrites
 //! SmolLM2 as a Qwen2 file (keys, Hugging Face q/k row order, biases) and checks that this
-//! path gives the llama path's greedy tokens, and that a v bias changes them.
+//! path gives the llama path's greedy tokens, and that v and k biases change them (a k bias
+//! only does when it is added before RoPE, as here).
 
 use std::io::{Read, Seek};
 
