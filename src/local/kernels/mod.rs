@@ -48,7 +48,6 @@ mod tests;
 #[cfg(target_arch = "x86_64")]
 use candle_core::quantized::k_quants::{BlockQ4K, BlockQ6K};
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-
 use candle_core::{DType, Result, Storage, Tensor};
 #[cfg(target_arch = "x86_64")]
 use candle_rows::{aligned_for, CandleRows};
@@ -183,8 +182,7 @@ pub fn forward(w: &QMatMul, xs: &Tensor) -> Result<Option<Tensor>> {
     let Some(kernel) = Kernel::for_dtype(q.dtype()) else { return Ok(None) };
     let features = cpu_features();
     // With AVX2: the 256-bit branch of the 32-element formats, and candle's row code for the
-    // k-quants unless `own` asks for this module's.
-    // candle's k-quant row code checks the CPU at run time, as `avx2_fma` does here.
+    // k-quants unless `own` asks for this module's (candle's checks the CPU at run time too).
     let wide = features.avx2_fma && (kernel.has_avx2() || features.choice == Choice::Auto);
     matmul(kernel, q, xs, wide).map(Some)
 }
