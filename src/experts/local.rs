@@ -21,6 +21,9 @@ use crate::tiers::{Lease, Registration, TierError, TierManager, Wait};
 
 /// A full queue clears in about one generation; tell clients to come back after that.
 const QUEUE_FULL_RETRY_AFTER_SECS: u64 = 1;
+/// `GenEvent::TooLong` is only ever a first event, which both paths turn into
+/// `ContextExceeded`; should one come later, both report it with these words.
+const TOO_LONG_LATE: &str = "refused the prompt after generation had started";
 
 pub struct LocalBackend {
     name: String,
@@ -177,8 +180,7 @@ impl LocalBackend {
             match event {
                 GenEvent::Delta(d) => text.push_str(&d),
                 GenEvent::Error(e) => return Err(unavailable(&self.name, e)),
-                // Only ever a first event, handled above.
-                GenEvent::TooLong { .. } => return Err(unavailable(&self.name, "refused the prompt mid-generation")),
+                GenEvent::TooLong { .. } => return Err(unavailable(&self.name, TOO_LONG_LATE)),
                 GenEvent::Done { finish_reason, prompt_tokens, completion_tokens } => {
                     let usage = usage(prompt_tokens, completion_tokens);
                     let body = json!({
@@ -266,9 +268,9 @@ impl LocalBackend {
                         st.done = true;
                         Err(ExpertError::Stream { expert: name, detail: e })
                     }
-                    ev @ GenEvent::TooLong { .. } => {
+                    GenEvent::TooLong { .. } => {
                         st.done = true;
-                        Err(ExpertError::Stream { expert: name, detail: format!("{ev:?}") })
+                        Err(ExpertError::Stream { expert: name, detail: TOO_LONG_LATE.into() })
                     }
                     GenEvent::Done { finish_reason, prompt_tokens, completion_tokens } => {
                         st.done = true;
