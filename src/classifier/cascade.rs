@@ -8,15 +8,10 @@ use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 
 use super::config::{RouterConfig, FAST_FILE, WEIGHTS_FILE};
-use super::encoder::{backbone_layers, padding_groups, top_from_tensors, Encoder, EncoderError};
+use super::encoder::{backbone_layers, Encoder, EncoderError};
 use super::fast::{wordpiece_window, FastError, FastModel, Features};
 use super::head::{Head, HEAD_PREFIX, TOP_PREFIX};
 use super::{softmax_t, Classification, ClassifyError, ConfigError, Stage};
-
-/// The fixed cost of one encoder pass in tokens' worth of compute: MiniLM on 2 cores
-/// spends ~8 ms per pass whatever its size (packing each weight matrix, op dispatch)
-/// against ~0.5 ms per token, so a separate pass pays off only for ~16 tokens of padding.
-const PASS_COST_TOKENS: usize = 16;
 
 /// Errors loading a router.
 #[derive(Debug, thiserror::Error)]
@@ -74,7 +69,7 @@ impl Classifier {
             }
         }
         if k > 0 {
-            encoder.set_top(Some(top_from_tensors(top, encoder.bert_config(), k)?));
+            encoder.push_top(&top, k)?;
         }
         let head = Head::load(
             VarBuilder::from_tensors(head, DType::F32, &Device::Cpu),
@@ -124,27 +119,18 @@ impl Classifier {
         (c.confidence() >= self.config.fast.accept_threshold).then_some(c)
     }
 
-    /// Encoder + head raw logits for a batch, run as groups of similar length (see
-    /// [`padding_groups`]) so that short inputs are not padded to the longest one.
-    pub fn encoder_logits(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EncoderError> {
+    /// Encoder + head raw logits for a batch (one packed pass: no padding) on `threads`
+    /// cores (`None`: by the pass's size).
+    pub fn encoder_logits(&self, texts: &[&str], threads: Option<usize>) -> Result<Vec<Vec<f32>>, EncoderError> {
         let seqs = texts.iter().map(|t| self.encoder.token_ids(t)).collect::<Result<Vec<_>, _>>()?;
-        let lens: Vec<usize> = seqs.iter().map(Vec::len).collect();
-        let mut out = vec![Vec::new(); texts.len()];
-        for group in padding_groups(&lens, PASS_COST_TOKENS) {
-            let batch: Vec<Vec<u32>> = group.iter().map(|&i| seqs[i].clone()).collect();
-            let logits = self.head.forward(&self.encoder.embed_ids(&batch)?)?.to_vec2::<f32>()?;
-            for (i, l) in group.into_iter().zip(logits) {
-                out[i] = l;
-            }
-        }
-        Ok(out)
+        Ok(self.head.forward(&self.encoder.embed_ids_on(&seqs, threads)?)?.to_vec2::<f32>()?)
     }
 
     /// Encoder-stage calibrated probabilities for a batch: the encoder's evidence mixed
     /// with stage 1's (see `RouterConfig::fast_weight`). Padding is per batch and
     /// masked, so each row equals what the text alone would get.
-    pub fn encoder_probs(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EncoderError> {
-        let logits = self.encoder_logits(texts)?;
+    pub fn encoder_probs(&self, texts: &[&str], threads: Option<usize>) -> Result<Vec<Vec<f32>>, EncoderError> {
+        let logits = self.encoder_logits(texts, threads)?;
         Ok(texts
             .iter()
             .zip(logits)
@@ -157,8 +143,17 @@ impl Classifier {
 
     /// The encoder stage for a batch.
     pub fn classify_encoder(&self, texts: &[&str]) -> Result<Vec<Classification>, EncoderError> {
+        self.classify_encoder_on(texts, None)
+    }
+
+    /// [`Classifier::classify_encoder`] on `threads` cores (`None`: by the pass's size).
+    pub fn classify_encoder_on(
+        &self,
+        texts: &[&str],
+        threads: Option<usize>,
+    ) -> Result<Vec<Classification>, EncoderError> {
         let start = Instant::now();
-        let probs = self.encoder_probs(texts)?;
+        let probs = self.encoder_probs(texts, threads)?;
         let elapsed = start.elapsed();
         Ok(probs.into_iter().map(|probs| Classification { probs, stage: Stage::Encoder, elapsed }).collect())
     }

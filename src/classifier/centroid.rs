@@ -48,7 +48,7 @@ impl CentroidRouter {
         if examples.is_empty() {
             return Err(EncoderError::Mismatch(format!("category {label:?} has no example prompts")));
         }
-        let embs = self.embed_normalized(&examples.iter().map(String::as_str).collect::<Vec<_>>())?;
+        let embs = self.embed_normalized(&examples.iter().map(String::as_str).collect::<Vec<_>>(), None)?;
         let dim = embs.first().map_or(0, Vec::len);
         let mut c = vec![0f32; dim];
         for e in &embs {
@@ -65,8 +65,9 @@ impl CentroidRouter {
         Ok(())
     }
 
-    fn embed_normalized(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EncoderError> {
-        let mut out = self.encoder.embed(texts)?.to_vec2::<f32>()?;
+    fn embed_normalized(&self, texts: &[&str], threads: Option<usize>) -> Result<Vec<Vec<f32>>, EncoderError> {
+        let seqs = texts.iter().map(|t| self.encoder.token_ids(t)).collect::<Result<Vec<_>, _>>()?;
+        let mut out = self.encoder.embed_ids_on(&seqs, threads)?.to_vec2::<f32>()?;
         out.iter_mut().for_each(|v| normalize(v));
         Ok(out)
     }
@@ -87,12 +88,12 @@ impl Router for CentroidRouter {
         None
     }
 
-    fn classify_encoder(&self, texts: &[&str]) -> Result<Vec<Classification>, EncoderError> {
+    fn classify_encoder(&self, texts: &[&str], threads: Option<usize>) -> Result<Vec<Classification>, EncoderError> {
         let start = Instant::now();
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        let embs = self.embed_normalized(texts)?;
+        let embs = self.embed_normalized(texts, threads)?;
         let elapsed = start.elapsed();
         Ok(embs
             .iter()

@@ -44,7 +44,7 @@ impl StaticEmbeddings {
         let ids: Vec<u32> = (0..distilled as u32).collect();
         for chunk in ids.chunks(DISTILL_BATCH) {
             let seqs: Vec<Vec<u32>> = chunk.iter().map(|&i| vec![cls, i, sep]).collect();
-            raw.extend(encoder.embed_ids(&seqs)?.flatten_all()?.to_vec1::<f32>()?);
+            raw.extend(encoder.embed_ids_candle(&seqs)?.flatten_all()?.to_vec1::<f32>()?);
             progress(chunk.len());
         }
         let mut table = pca(&raw, hidden, dims);

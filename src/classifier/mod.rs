@@ -12,6 +12,7 @@
 //! Invariant: a decision depends only on the request text and the router version,
 //! never on other requests in flight (padding is per batch and masked out).
 
+pub mod bert;
 pub mod cascade;
 pub mod centroid;
 pub mod cli;

@@ -1,11 +1,13 @@
 //! The classification service: classification never runs on async worker threads.
 //! Requests go through a bounded queue to a stage-1 thread; what it cannot decide goes
-//! through a second bounded queue to an encoder thread that micro-batches concurrent
-//! requests (padding is per batch and masked, so batching never changes a result).
+//! through a second bounded queue to encoder workers that micro-batch concurrent
+//! requests (sequences are packed, each attending only to itself, so batching never
+//! changes a result). Each worker runs its passes on one core: with two workers two
+//! batches run at once, and a lone request does not pay for waking a thread pool.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -20,6 +22,9 @@ pub const DEFAULT_QUEUE_CAPACITY: usize = 4096;
 /// Requests waiting for the encoder: at ~25 ms per 16-batch, 256 waiting requests
 /// already mean ~0.4 s of queueing, past which routing to the fallback beats waiting.
 pub const DEFAULT_ENCODER_QUEUE_CAPACITY: usize = 256;
+/// At most this many encoder workers by default (one per core up to it): more workers
+/// split the same requests into smaller batches, and the cores also serve local experts.
+pub const MAX_DEFAULT_ENCODER_WORKERS: usize = 4;
 /// Batch size cap: beyond 16 the per-item cost on 2 cores stops falling while the
 /// batch's latency keeps growing.
 pub const DEFAULT_MAX_BATCH: usize = 16;
@@ -35,8 +40,9 @@ pub trait Router: Send + Sync + 'static {
     fn labels(&self) -> &[String];
     /// Stage 1: `Some` when confident enough to decide alone.
     fn classify_fast(&self, text: &str) -> Option<Classification>;
-    /// The encoder stage for a batch; row i must equal what text i alone would get.
-    fn classify_encoder(&self, texts: &[&str]) -> Result<Vec<Classification>, EncoderError>;
+    /// The encoder stage for a batch on `threads` cores (`None`: by the batch's size);
+    /// row i must equal what text i alone would get.
+    fn classify_encoder(&self, texts: &[&str], threads: Option<usize>) -> Result<Vec<Classification>, EncoderError>;
 }
 
 impl Router for super::Classifier {
@@ -46,8 +52,8 @@ impl Router for super::Classifier {
     fn classify_fast(&self, text: &str) -> Option<Classification> {
         super::Classifier::classify_fast(self, text)
     }
-    fn classify_encoder(&self, texts: &[&str]) -> Result<Vec<Classification>, EncoderError> {
-        super::Classifier::classify_encoder(self, texts)
+    fn classify_encoder(&self, texts: &[&str], threads: Option<usize>) -> Result<Vec<Classification>, EncoderError> {
+        super::Classifier::classify_encoder_on(self, texts, threads)
     }
 }
 
@@ -58,6 +64,8 @@ pub struct ServiceConfig {
     pub encoder_queue_capacity: usize,
     pub max_batch: usize,
     pub batch_window: Duration,
+    /// Encoder worker threads, each running its passes on one core.
+    pub encoder_workers: usize,
 }
 
 impl Default for ServiceConfig {
@@ -67,6 +75,7 @@ impl Default for ServiceConfig {
             encoder_queue_capacity: DEFAULT_ENCODER_QUEUE_CAPACITY,
             max_batch: DEFAULT_MAX_BATCH,
             batch_window: DEFAULT_BATCH_WINDOW,
+            encoder_workers: candle_core::utils::get_num_threads().clamp(1, MAX_DEFAULT_ENCODER_WORKERS),
         }
     }
 }
@@ -115,8 +124,8 @@ pub struct ClassifierService {
 pub struct SpawnError(#[from] std::io::Error);
 
 impl ClassifierService {
-    /// Starts the stage-1 and encoder threads for `router`. They stop when the service
-    /// is dropped (the queues disconnect).
+    /// Starts the stage-1 thread and the encoder workers for `router`. They stop when
+    /// the service is dropped (the queues disconnect).
     pub fn start(router: Arc<dyn Router>, cfg: ServiceConfig) -> Result<Self, SpawnError> {
         let (tx, rx) = sync_channel::<Job>(cfg.queue_capacity.max(1));
         let (enc_tx, enc_rx) = sync_channel::<Job>(cfg.encoder_queue_capacity.max(1));
@@ -127,11 +136,20 @@ impl ClassifierService {
         let fast = std::thread::Builder::new()
             .name("triage-classify-fast".into())
             .spawn(move || fast_loop(&*r1, &rx, &enc_tx, &c1))?;
-        let c2 = Arc::clone(&counters);
-        let enc = std::thread::Builder::new()
-            .name("triage-classify-encoder".into())
-            .spawn(move || encoder_loop(&*router, &enc_rx, &cfg, &c2))?;
-        Ok(Self { tx, labels, counters, _threads: vec![fast, enc] })
+        let mut threads = vec![fast];
+        // Workers take turns gathering a batch from the shared queue; the one holding the
+        // lock waits out the batching window while the others compute.
+        let enc_rx = Arc::new(Mutex::new(enc_rx));
+        for i in 0..cfg.encoder_workers.max(1) {
+            let (router, rx, cfg, counters) =
+                (Arc::clone(&router), Arc::clone(&enc_rx), cfg.clone(), Arc::clone(&counters));
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("triage-classify-encoder-{i}"))
+                    .spawn(move || encoder_loop(&*router, &rx, &cfg, &counters))?,
+            );
+        }
+        Ok(Self { tx, labels, counters, _threads: threads })
     }
 
     /// Counters since start.
@@ -185,25 +203,34 @@ fn fast_loop(router: &dyn Router, rx: &Receiver<Job>, enc_tx: &SyncSender<Job>, 
     }
 }
 
-fn encoder_loop(router: &dyn Router, rx: &Receiver<Job>, cfg: &ServiceConfig, counters: &Counters) {
-    let mut last_batch = 0usize;
-    while let Ok(first) = rx.recv() {
-        let mut jobs = vec![first];
-        // Wait for company only when the last batch had some: a lone request (concurrency
-        // 1) never pays the window, a loaded encoder fills its passes. What is waited for
-        // never changes a result, only when it arrives.
-        let window = if last_batch > 1 { cfg.batch_window } else { Duration::ZERO };
-        let deadline = Instant::now() + window;
-        while jobs.len() < cfg.max_batch.max(1) {
-            let wait = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(wait) {
-                Ok(job) => jobs.push(job),
-                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
-            }
+/// Takes the next batch: blocks for a first job, then waits up to the batching window
+/// for company. `None` when the queue has closed (or a worker panicked holding it).
+fn next_batch(rx: &Mutex<Receiver<Job>>, cfg: &ServiceConfig, last_batch: usize) -> Option<Vec<Job>> {
+    let rx = rx.lock().ok()?;
+    let mut jobs = vec![rx.recv().ok()?];
+    // Wait for company only when the last batch had some: a lone request (concurrency
+    // 1) never pays the window, a loaded encoder fills its passes. What is waited for
+    // never changes a result, only when it arrives.
+    let window = if last_batch > 1 { cfg.batch_window } else { Duration::ZERO };
+    let deadline = Instant::now() + window;
+    while jobs.len() < cfg.max_batch.max(1) {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(wait) {
+            Ok(job) => jobs.push(job),
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
         }
+    }
+    Some(jobs)
+}
+
+fn encoder_loop(router: &dyn Router, rx: &Mutex<Receiver<Job>>, cfg: &ServiceConfig, counters: &Counters) {
+    let mut last_batch = 0usize;
+    // One worker may use every core for a large batch; several share them, one each.
+    let threads = if cfg.encoder_workers > 1 { Some(1) } else { None };
+    while let Some(jobs) = next_batch(rx, cfg, last_batch) {
         last_batch = jobs.len();
         let texts: Vec<&str> = jobs.iter().map(|j| j.text.as_str()).collect();
-        match router.classify_encoder(&texts) {
+        match router.classify_encoder(&texts, threads) {
             Ok(results) => {
                 counters.encoder_batches.fetch_add(1, Ordering::Relaxed);
                 counters.encoder_items.fetch_add(jobs.len() as u64, Ordering::Relaxed);

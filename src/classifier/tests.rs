@@ -211,6 +211,28 @@ fn batching_does_not_change_results() {
 }
 
 #[test]
+fn packed_inference_forward_matches_candles_bert() {
+    // Serving runs bert.rs; training runs candle-transformers' BERT. Both must be the
+    // same model: same pooled embeddings for a batch whose lengths differ (candle pads
+    // and masks, bert.rs packs), on the full backbone.
+    let encoder = CentroidRouter::load_encoder(&models_dir()).unwrap();
+    let texts = [
+        "How do I reverse a linked list in C?",
+        "hello",
+        "Write a haiku about the sea, then explain which image in it carries the most weight and why.",
+    ];
+    let seqs: Vec<Vec<u32>> = texts.iter().map(|t| encoder.token_ids(t).unwrap()).collect();
+    let packed = encoder.embed_ids(&seqs).unwrap().to_vec2::<f32>().unwrap();
+    let reference = encoder.embed_ids_candle(&seqs).unwrap().to_vec2::<f32>().unwrap();
+    for (i, (p, r)) in packed.iter().zip(&reference).enumerate() {
+        let worst = p.iter().zip(r).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(worst < 1e-4, "{:?}: max |packed - candle| = {worst}", texts[i]);
+        let norm = r.iter().map(|v| v * v).sum::<f32>().sqrt();
+        assert!(norm > 1.0, "{:?}: a degenerate reference embedding (norm {norm})", texts[i]);
+    }
+}
+
+#[test]
 fn centroid_router_picks_a_new_category_without_retraining() {
     let encoder = CentroidRouter::load_encoder(&models_dir()).unwrap();
     let cats = |label: &str, ex: &[&str]| (label.to_owned(), ex.iter().map(|s| s.to_string()).collect::<Vec<_>>());
@@ -237,7 +259,7 @@ fn centroid_router_picks_a_new_category_without_retraining() {
     )
     .unwrap();
     let query = "When should I prune my rose bushes and how much should I water the tomato seedlings in my garden?";
-    let before = r.classify_encoder(&[query]).unwrap().remove(0);
+    let before = r.classify_encoder(&[query], None).unwrap().remove(0);
     assert_eq!(r.labels().len(), 2);
     r.add_category(
         "gardening".into(),
@@ -249,7 +271,7 @@ fn centroid_router_picks_a_new_category_without_retraining() {
         .map(String::from),
     )
     .unwrap();
-    let after = r.classify_encoder(&[query]).unwrap().remove(0);
+    let after = r.classify_encoder(&[query], None).unwrap().remove(0);
     assert_eq!(after.top_label(r.labels()), Some("gardening"), "before {:?}, after {:?}", before.probs, after.probs);
     assert_eq!(after.stage, Stage::Encoder);
 }

@@ -379,7 +379,7 @@ pub fn fit(mut config: RouterConfig, examples: Vec<Example>, opts: &TrainOptions
     let enc_logits = |s: &[Example]| -> Result<Vec<Vec<f32>>, TrainError> {
         let mut out = Vec::new();
         for chunk in s.chunks(CACHE_BATCH) {
-            out.extend(clf.encoder_logits(&chunk.iter().map(|e| e.text.as_str()).collect::<Vec<_>>())?);
+            out.extend(clf.encoder_logits(&chunk.iter().map(|e| e.text.as_str()).collect::<Vec<_>>(), None)?);
         }
         Ok(out)
     };
