@@ -14,11 +14,12 @@ use std::sync::OnceLock;
 
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertEncoder, BertModel, Config as BertConfig};
+use candle_transformers::models::bert::{BertModel, Config as BertConfig};
 use tokenizers::Tokenizer;
 
 use super::bert::InferBert;
 use super::config::Pooling;
+use super::finetune::TrainTop;
 use super::text::head_tail_bytes;
 
 /// Long inputs are cut to head+tail *bytes* before tokenizing so that tokenization cost
@@ -248,15 +249,11 @@ impl Encoder {
         Ok(self.candle_bottom()?.forward(&batch.ids, &token_types, Some(&mask))?)
     }
 
-    /// Runs `top` (if any) over bottom hidden states and pools them: `[batch, hidden]`.
-    pub fn top_and_pool(
-        &self,
-        top: Option<&BertEncoder>,
-        hidden: &Tensor,
-        mask: &Tensor,
-    ) -> Result<Tensor, EncoderError> {
+    /// Runs `top` (if any, differentiably: training) over bottom hidden states and pools
+    /// them: `[batch, hidden]`.
+    pub fn top_and_pool(&self, top: Option<&TrainTop>, hidden: &Tensor, mask: &Tensor) -> Result<Tensor, EncoderError> {
         let hidden = match top {
-            Some(top) => top.forward(hidden, &extended_mask(mask)?)?,
+            Some(top) => top.forward(hidden, mask)?,
             None => hidden.clone(),
         };
         pool(&hidden, mask, self.pooling)

@@ -22,6 +22,7 @@ pub mod distill;
 pub mod encoder;
 pub mod eval;
 pub mod fast;
+pub mod finetune;
 pub mod head;
 pub mod service;
 pub mod text;

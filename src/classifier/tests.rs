@@ -76,6 +76,27 @@ fn training_is_deterministic() {
     }
     assert_eq!(a.config.temperature, b.config.temperature);
     assert_eq!(a.config.fast.accept_threshold, b.config.fast.accept_threshold);
+    // Fine-tuning must move the encoder layer it trains, beyond the f16 rounding of the
+    // stored copy (candle's fused LayerNorm once cut the gradient: the saved layer was
+    // the backbone's).
+    let backbone = super::encoder::backbone_top_tensors(&models_dir(), "all-minilm-l6-v2", 5).unwrap();
+    for name in ["layer.0.attention.self.query.weight", "layer.0.output.dense.weight"] {
+        let before = backbone[name].to_dtype(candle_core::DType::F16).unwrap();
+        let after = &a.tensors[&format!("encoder.{name}")];
+        let moved = (after.to_dtype(candle_core::DType::F32).unwrap()
+            - before.to_dtype(candle_core::DType::F32).unwrap())
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+        .iter()
+        .filter(|d| **d > 0.0)
+        .count();
+        assert!(moved > 1000, "{name}: only {moved} weights changed by fine-tuning");
+    }
 }
 
 /// 300 validation inputs of two classes, all gold 0; stage 1's confidence falls from 0.99

@@ -19,6 +19,7 @@ use super::distill::StaticEmbeddings;
 use super::encoder::{backbone_layers, backbone_top_tensors, Encoder, EncoderError};
 use super::eval::{compute, Metrics};
 use super::fast::{features_with, wordpiece_window, FastModel, Features, Statics};
+use super::finetune::TrainTop;
 use super::head::{Head, HEAD_PREFIX, TOP_PREFIX};
 use super::{argmax, softmax_t, ConfigError};
 
@@ -264,7 +265,7 @@ pub fn fit(mut config: RouterConfig, examples: Vec<Example>, opts: &TrainOptions
     let top = if k > 0 {
         let mut cfg = encoder.bert_config().clone();
         cfg.num_hidden_layers = k;
-        Some(candle_transformers::models::bert::BertEncoder::load(vb.pp(TOP_PREFIX), &cfg)?)
+        Some(TrainTop::load(vb.pp(TOP_PREFIX), &cfg, k)?)
     } else {
         None
     };
