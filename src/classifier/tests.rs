@@ -192,7 +192,7 @@ fn gibberish_is_not_taken_for_a_task_and_a_two_task_prompt_is_uncertain() {
     let clf = shipped();
     // Known limit: strings of made-up *words* ("blorp snazzle wug") read as code
     // identifiers to the encoder (coding 0.69). Keyboard mash reads as `general` chat
-    // (0.95 with version 070d7637da2f, whose training set has very short chit-chat such as
+    // (0.95 with version 070d7637da2f = f9815130a2c9, whose training set has very short chit-chat such as
     // "yo"): never as a task that would send it to a specialist.
     let text = "qwv zzpl mrrk oobt fnarg";
     let c = clf.classify(text).unwrap();
