@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 
 use candle_core::{DType, Tensor};
-use candle_transformers::models::bert::Config as BertConfig;
+use candle_transformers::models::bert::{Config as BertConfig, HiddenAct};
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
@@ -123,6 +123,22 @@ impl Source<'_> {
     }
 }
 
+/// Fails for a BERT variant this forward (and `finetune.rs`) does not compute: it
+/// implements erf GELU and at least one attention head, as all-MiniLM uses. (Absolute
+/// position embeddings are the only kind candle's config knows.)
+pub fn check_supported(cfg: &BertConfig) -> Result<(), EncoderError> {
+    if cfg.hidden_act != HiddenAct::Gelu {
+        return Err(EncoderError::Mismatch(format!("hidden_act {:?} is not supported (only gelu)", cfg.hidden_act)));
+    }
+    if cfg.num_attention_heads == 0 || cfg.hidden_size % cfg.num_attention_heads != 0 {
+        return Err(EncoderError::Mismatch(format!(
+            "hidden size {} is not a multiple of {} heads",
+            cfg.hidden_size, cfg.num_attention_heads
+        )));
+    }
+    Ok(())
+}
+
 impl InferBert {
     /// The embeddings and layers `0..layers` of a backbone's tensors (names as in
     /// Hugging Face's `BertModel`, with or without a `bert.` prefix).
@@ -133,13 +149,8 @@ impl InferBert {
     ) -> Result<Self, EncoderError> {
         let src = Source { tensors };
         let prefix = if tensors.contains_key("embeddings.word_embeddings.weight") { "" } else { "bert." };
+        check_supported(cfg)?;
         let h = cfg.hidden_size;
-        if h % cfg.num_attention_heads != 0 {
-            return Err(EncoderError::Mismatch(format!(
-                "hidden size {h} is not a multiple of {} heads",
-                cfg.num_attention_heads
-            )));
-        }
         let word = src.get(&format!("{prefix}embeddings.word_embeddings.weight"), &[cfg.vocab_size, h])?;
         let position =
             src.get(&format!("{prefix}embeddings.position_embeddings.weight"), &[cfg.max_position_embeddings, h])?;
@@ -183,6 +194,9 @@ impl InferBert {
         let vocab = self.word.len() / h;
         let mut x = Vec::with_capacity(seqs.iter().map(Vec::len).sum::<usize>() * h);
         for s in seqs {
+            if s.is_empty() {
+                return Err(EncoderError::Tokenizer("an empty token sequence".into()));
+            }
             if s.len() > self.max_positions {
                 return Err(EncoderError::Mismatch(format!(
                     "{} tokens, the backbone has {} positions",

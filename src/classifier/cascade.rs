@@ -127,8 +127,8 @@ impl Classifier {
     }
 
     /// Encoder-stage calibrated probabilities for a batch: the encoder's evidence mixed
-    /// with stage 1's (see `RouterConfig::fast_weight`). Padding is per batch and
-    /// masked, so each row equals what the text alone would get.
+    /// with stage 1's (see `RouterConfig::fast_weight`). Sequences are packed, each
+    /// attending only to itself, so each row equals what the text alone would get.
     pub fn encoder_probs(&self, texts: &[&str], threads: Option<usize>) -> Result<Vec<Vec<f32>>, EncoderError> {
         let logits = self.encoder_logits(texts, threads)?;
         Ok(texts

@@ -1,9 +1,8 @@
 //! The router's top encoder layers as a differentiable candle graph, for fine-tuning.
 //!
-//! Why not candle-transformers' `BertEncoder`: it is built from fused ops that do not
-//! backpropagate. `candle_nn::LayerNorm` on a contiguous input calls
-//! `ops::layer_norm`, and attention calls `ops::softmax_last_dim`; both are
-//! `apply_op*_no_bwd`. Gradients stopped at the top layer's last LayerNorm, so until
+//! Why not candle-transformers' `BertEncoder`: its LayerNorm is `candle_nn::LayerNorm`,
+//! which on a contiguous input calls the fused `ops::layer_norm`, an
+//! `apply_op3_no_bwd`. Gradients stopped at the top layer's last LayerNorm, so until
 //! this module existed `router train` trained only the head and saved the backbone's
 //! layers unchanged. Here every step is a plain tensor op with a gradient; the model is
 //! the same post-LayerNorm BERT layer as `bert.rs` (inference) computes.
@@ -12,6 +11,7 @@ use candle_core::{Tensor, D};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::Config as BertConfig;
 
+use super::bert::check_supported;
 use super::encoder::{extended_mask, EncoderError};
 
 struct Dense {
@@ -68,6 +68,7 @@ pub struct TrainTop {
 
 impl TrainTop {
     pub fn load(vb: VarBuilder, cfg: &BertConfig, layers: usize) -> Result<Self, EncoderError> {
+        check_supported(cfg)?;
         let (h, i, eps) = (cfg.hidden_size, cfg.intermediate_size, cfg.layer_norm_eps);
         let layer = |vb: VarBuilder| -> candle_core::Result<Layer> {
             let (att, out) = (vb.pp("attention"), vb.pp("output"));

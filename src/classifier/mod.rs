@@ -10,7 +10,8 @@
 //!    `service.rs` for the uncertain remainder.
 //!
 //! Invariant: a decision depends only on the request text and the router version,
-//! never on other requests in flight (padding is per batch and masked out).
+//! never on other requests in flight (an encoder batch packs its sequences, and each
+//! attends only to itself).
 
 pub mod bert;
 pub mod cascade;

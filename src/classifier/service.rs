@@ -7,7 +7,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -204,9 +204,11 @@ fn fast_loop(router: &dyn Router, rx: &Receiver<Job>, enc_tx: &SyncSender<Job>, 
 }
 
 /// Takes the next batch: blocks for a first job, then waits up to the batching window
-/// for company. `None` when the queue has closed (or a worker panicked holding it).
+/// for company. `None` when the queue has closed.
 fn next_batch(rx: &Mutex<Receiver<Job>>, cfg: &ServiceConfig, last_batch: usize) -> Option<Vec<Job>> {
-    let rx = rx.lock().ok()?;
+    // A receiver has no invariant a panic could break, so a poisoned lock is still usable
+    // (no router code runs under it anyway).
+    let rx = rx.lock().unwrap_or_else(PoisonError::into_inner);
     let mut jobs = vec![rx.recv().ok()?];
     // Wait for company only when the last batch had some: a lone request (concurrency
     // 1) never pays the window, a loaded encoder fills its passes. What is waited for
