@@ -3,10 +3,10 @@
 //! layers, from the shared backbone) and the top (the router's own layers, from its
 //! `model.safetensors`).
 //!
-//! Two implementations of one model: inference (`embed`, `embed_ids`) runs the packed
-//! forward of `bert.rs`; training and distillation run
-//! `candle_transformers::models::bert` (autograd, and the numbers the shipped router was
-//! trained with), loaded only when first used.
+//! Inference (`embed`, `embed_ids`) runs the packed forward of `bert.rs`. Training's
+//! frozen bottom layers and the static-embedding distillation run
+//! `candle_transformers::models::bert` (the numbers the shipped router was trained with),
+//! loaded only when first used; the layers being fine-tuned run `finetune.rs`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
