@@ -123,7 +123,7 @@ impl Classifier {
     /// cores (`None`: by the pass's size).
     pub fn encoder_logits(&self, texts: &[&str], threads: Option<usize>) -> Result<Vec<Vec<f32>>, EncoderError> {
         let seqs = texts.iter().map(|t| self.encoder.token_ids(t)).collect::<Result<Vec<_>, _>>()?;
-        Ok(self.head.forward(&self.encoder.embed_ids_on(&seqs, threads)?)?.to_vec2::<f32>()?)
+        Ok(self.head.forward(&self.encoder.embed_ids(&seqs, threads)?)?.to_vec2::<f32>()?)
     }
 
     /// Encoder-stage calibrated probabilities for a batch: the encoder's evidence mixed

@@ -67,7 +67,7 @@ impl CentroidRouter {
 
     fn embed_normalized(&self, texts: &[&str], threads: Option<usize>) -> Result<Vec<Vec<f32>>, EncoderError> {
         let seqs = texts.iter().map(|t| self.encoder.token_ids(t)).collect::<Result<Vec<_>, _>>()?;
-        let mut out = self.encoder.embed_ids_on(&seqs, threads)?.to_vec2::<f32>()?;
+        let mut out = self.encoder.embed_ids(&seqs, threads)?.to_vec2::<f32>()?;
         out.iter_mut().for_each(|v| normalize(v));
         Ok(out)
     }

@@ -3,7 +3,7 @@
 //! layers, from the shared backbone) and the top (the router's own layers, from its
 //! `model.safetensors`).
 //!
-//! Inference (`embed`, `embed_ids`) runs the packed forward of `bert.rs`. Training's
+//! Inference (`embed_ids`) runs the packed forward of `bert.rs`. Training's
 //! frozen bottom layers and the static-embedding distillation run
 //! `candle_transformers::models::bert` (the numbers the shipped router was trained with),
 //! loaded only when first used; the layers being fine-tuned run `finetune.rs`.
@@ -259,21 +259,11 @@ impl Encoder {
         pool(&hidden, mask, self.pooling)
     }
 
-    /// Pooled embeddings of `texts` through bottom and top layers: `[n, hidden]`.
-    pub fn embed(&self, texts: &[&str]) -> Result<Tensor, EncoderError> {
-        let seqs = texts.iter().map(|t| self.token_ids(t)).collect::<Result<Vec<_>, _>>()?;
-        self.embed_ids(&seqs)
-    }
-
-    /// Like [`Encoder::embed`] for already tokenized inputs. Each row depends only on
-    /// its own sequence (no padding: sequences are packed, and attend only to
-    /// themselves).
-    pub fn embed_ids(&self, seqs: &[Vec<u32>]) -> Result<Tensor, EncoderError> {
-        self.embed_ids_on(seqs, None)
-    }
-
-    /// [`Encoder::embed_ids`] on `threads` cores (`None`: [`default_threads`]).
-    pub fn embed_ids_on(&self, seqs: &[Vec<u32>], threads: Option<usize>) -> Result<Tensor, EncoderError> {
+    /// Pooled embeddings `[n, hidden]` of token id sequences (from [`Encoder::token_ids`])
+    /// through bottom and top layers, on `threads` cores (`None`: [`default_threads`]).
+    /// Each row depends only on its own sequence (no padding: sequences are packed, and
+    /// attend only to themselves).
+    pub fn embed_ids(&self, seqs: &[Vec<u32>], threads: Option<usize>) -> Result<Tensor, EncoderError> {
         let threads = threads.unwrap_or_else(|| default_threads(seqs.iter().map(Vec::len).sum()));
         let pooled = self.infer.embed(seqs, self.pooling, threads)?;
         Ok(Tensor::from_vec(pooled, (seqs.len(), self.hidden_size()), &self.device)?)

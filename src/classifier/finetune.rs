@@ -7,29 +7,14 @@
 //! layers unchanged. Here every step is a plain tensor op with a gradient; the model is
 //! the same post-LayerNorm BERT layer as `bert.rs` (inference) computes.
 
-use candle_core::{Tensor, D};
-use candle_nn::VarBuilder;
+use candle_core::{Module, Tensor, D};
+use candle_nn::{Linear, VarBuilder};
 use candle_transformers::models::bert::Config as BertConfig;
 
 use super::bert::check_supported;
 use super::encoder::{extended_mask, EncoderError};
 
-struct Dense {
-    weight: Tensor,
-    bias: Tensor,
-}
-
-impl Dense {
-    fn load(vb: VarBuilder, input: usize, output: usize) -> candle_core::Result<Self> {
-        Ok(Self { weight: vb.get((output, input), "weight")?, bias: vb.get(output, "bias")? })
-    }
-
-    /// `[b, len, input]` -> `[b, len, output]`.
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        x.broadcast_matmul(&self.weight.t()?)?.broadcast_add(&self.bias)
-    }
-}
-
+/// LayerNorm through `candle_nn::ops::layer_norm_slow`, the unfused (differentiable) form.
 struct Norm {
     weight: Tensor,
     bias: Tensor,
@@ -42,20 +27,18 @@ impl Norm {
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let centered = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
-        let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
-        centered.broadcast_div(&(var + self.eps)?.sqrt()?)?.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)
+        candle_nn::ops::layer_norm_slow(x, &self.weight, &self.bias, self.eps as f32)
     }
 }
 
 struct Layer {
-    query: Dense,
-    key: Dense,
-    value: Dense,
-    attn_out: Dense,
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    attn_out: Linear,
     attn_norm: Norm,
-    intermediate: Dense,
-    output: Dense,
+    intermediate: Linear,
+    output: Linear,
     output_norm: Norm,
 }
 
@@ -73,13 +56,13 @@ impl TrainTop {
         let layer = |vb: VarBuilder| -> candle_core::Result<Layer> {
             let (att, out) = (vb.pp("attention"), vb.pp("output"));
             Ok(Layer {
-                query: Dense::load(att.pp("self").pp("query"), h, h)?,
-                key: Dense::load(att.pp("self").pp("key"), h, h)?,
-                value: Dense::load(att.pp("self").pp("value"), h, h)?,
-                attn_out: Dense::load(att.pp("output").pp("dense"), h, h)?,
+                query: candle_nn::linear(h, h, att.pp("self").pp("query"))?,
+                key: candle_nn::linear(h, h, att.pp("self").pp("key"))?,
+                value: candle_nn::linear(h, h, att.pp("self").pp("value"))?,
+                attn_out: candle_nn::linear(h, h, att.pp("output").pp("dense"))?,
                 attn_norm: Norm::load(att.pp("output").pp("LayerNorm"), h, eps)?,
-                intermediate: Dense::load(vb.pp("intermediate").pp("dense"), h, i)?,
-                output: Dense::load(out.pp("dense"), i, h)?,
+                intermediate: candle_nn::linear(h, i, vb.pp("intermediate").pp("dense"))?,
+                output: candle_nn::linear(i, h, out.pp("dense"))?,
                 output_norm: Norm::load(out.pp("LayerNorm"), h, eps)?,
             })
         };

@@ -243,7 +243,7 @@ fn packed_inference_forward_matches_candles_bert() {
         "Write a haiku about the sea, then explain which image in it carries the most weight and why.",
     ];
     let seqs: Vec<Vec<u32>> = texts.iter().map(|t| encoder.token_ids(t).unwrap()).collect();
-    let packed = encoder.embed_ids(&seqs).unwrap().to_vec2::<f32>().unwrap();
+    let packed = encoder.embed_ids(&seqs, None).unwrap().to_vec2::<f32>().unwrap();
     let reference = encoder.embed_ids_candle(&seqs).unwrap().to_vec2::<f32>().unwrap();
     for (i, (p, r)) in packed.iter().zip(&reference).enumerate() {
         let worst = p.iter().zip(r).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
