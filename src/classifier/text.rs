@@ -5,15 +5,21 @@ use serde_json::Value;
 /// A latest user turn shorter than this (in bytes) is likely a follow-up ("now make it
 /// shorter") whose category only the preceding turn reveals, so context is appended.
 const FOLLOW_UP_MAX_BYTES: usize = 200;
-/// Context is a hint, not the subject: capping each piece keeps a long system prompt or
-/// previous answer from outweighing the question itself.
+/// Context is a hint, not the subject: capping each piece keeps a long system prompt from
+/// outweighing the question itself.
 const CONTEXT_PIECE_MAX_BYTES: usize = 400;
+/// The previous user turn is cut to its head, where a request usually says what it asks
+/// for ("Act as ...", "Write a ..."). Short enough that with a short follow-up both fit in
+/// the encoder's token window (32 tokens for routers/default), so the window's tail holds
+/// the previous turn's opening instead of the middle of a long request. Chosen on the
+/// public eval's dev half (routers/default/README.md).
+const PREVIOUS_TURN_MAX_BYTES: usize = 80;
 
 /// Builds the text a router classifies from OpenAI chat `messages`.
 ///
 /// The latest user turn comes first, so that head+tail truncation in the encoder always
-/// keeps its beginning. When that turn is short (a likely follow-up), the previous user
-/// turn and the system prompt follow it, each capped, to disambiguate. Content may be a
+/// keeps its beginning. When that turn is short (a likely follow-up), the head of the
+/// previous user turn and then the system prompt follow it, each capped, to disambiguate. Content may be a
 /// string or an array of parts, of which only `type == "text"` parts are used.
 pub fn prompt_text(messages: &[Value]) -> String {
     let role = |m: &Value| m.get("role").and_then(Value::as_str).unwrap_or("").to_owned();
@@ -27,11 +33,13 @@ pub fn prompt_text(messages: &[Value]) -> String {
     }
     let previous_user = messages[..last_user].iter().rposition(|m| role(m) == "user");
     let system = messages.iter().find(|m| role(m) == "system" || role(m) == "developer");
-    for piece in [previous_user.map(|i| &messages[i]), system].into_iter().flatten() {
+    let pieces = [(previous_user.map(|i| &messages[i]), PREVIOUS_TURN_MAX_BYTES), (system, CONTEXT_PIECE_MAX_BYTES)];
+    for (piece, cap) in pieces {
+        let Some(piece) = piece else { continue };
         let text = content_text(piece);
         if !text.is_empty() {
             out.push_str("\n\n");
-            out.push_str(truncate_bytes(&text, CONTEXT_PIECE_MAX_BYTES));
+            out.push_str(truncate_bytes(&text, cap));
         }
     }
     out
@@ -92,6 +100,18 @@ mod tests {
             json!({"role": "user", "content": [{"type": "text", "text": "Shorter."}, {"type": "image_url", "image_url": {"url": "x"}}]}),
         ];
         assert_eq!(prompt_text(&msgs), "Shorter.\n\nWrite a haiku about rain.\n\nYou are a poet.");
+        // A long previous turn contributes only its head; a long system prompt its first 400 bytes.
+        let request = format!("Act as a travel agent and plan my trip. {}", "Details follow. ".repeat(20));
+        let system = "s".repeat(1000);
+        let msgs = vec![
+            json!({"role": "system", "content": system}),
+            json!({"role": "user", "content": request}),
+            json!({"role": "assistant", "content": "Sure."}),
+            json!({"role": "user", "content": "Cheaper?"}),
+        ];
+        let expected =
+            format!("Cheaper?\n\n{}\n\n{}", &request[..PREVIOUS_TURN_MAX_BYTES], &system[..CONTEXT_PIECE_MAX_BYTES]);
+        assert_eq!(prompt_text(&msgs), expected);
         let long = "x".repeat(FOLLOW_UP_MAX_BYTES);
         let msgs = vec![json!({"role": "user", "content": "a"}), json!({"role": "user", "content": long.clone()})];
         assert_eq!(prompt_text(&msgs), long);
