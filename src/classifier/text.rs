@@ -7,7 +7,7 @@ use serde_json::Value;
 const FOLLOW_UP_MAX_BYTES: usize = 200;
 /// Context is a hint, not the subject: capping each piece keeps a long system prompt from
 /// outweighing the question itself.
-const CONTEXT_PIECE_MAX_BYTES: usize = 400;
+const SYSTEM_PROMPT_MAX_BYTES: usize = 400;
 /// The previous user turn is cut to its head, where a request usually says what it asks
 /// for ("Act as ...", "Write a ..."). Short enough that with a short follow-up both fit in
 /// the encoder's token window (32 tokens for routers/default), so the window's tail holds
@@ -19,8 +19,9 @@ const PREVIOUS_TURN_MAX_BYTES: usize = 80;
 ///
 /// The latest user turn comes first, so that head+tail truncation in the encoder always
 /// keeps its beginning. When that turn is short (a likely follow-up), the head of the
-/// previous user turn and then the system prompt follow it, each capped, to disambiguate. Content may be a
-/// string or an array of parts, of which only `type == "text"` parts are used.
+/// previous user turn and then the system prompt follow it, each capped, to disambiguate.
+/// Content may be a string or an array of parts, of which only `type == "text"` parts are
+/// used.
 pub fn prompt_text(messages: &[Value]) -> String {
     let role = |m: &Value| m.get("role").and_then(Value::as_str).unwrap_or("").to_owned();
     let Some(last_user) = messages.iter().rposition(|m| role(m) == "user") else {
@@ -33,7 +34,7 @@ pub fn prompt_text(messages: &[Value]) -> String {
     }
     let previous_user = messages[..last_user].iter().rposition(|m| role(m) == "user");
     let system = messages.iter().find(|m| role(m) == "system" || role(m) == "developer");
-    let pieces = [(previous_user.map(|i| &messages[i]), PREVIOUS_TURN_MAX_BYTES), (system, CONTEXT_PIECE_MAX_BYTES)];
+    let pieces = [(previous_user.map(|i| &messages[i]), PREVIOUS_TURN_MAX_BYTES), (system, SYSTEM_PROMPT_MAX_BYTES)];
     for (piece, cap) in pieces {
         let Some(piece) = piece else { continue };
         let text = content_text(piece);
@@ -110,7 +111,7 @@ mod tests {
             json!({"role": "user", "content": "Cheaper?"}),
         ];
         let expected =
-            format!("Cheaper?\n\n{}\n\n{}", &request[..PREVIOUS_TURN_MAX_BYTES], &system[..CONTEXT_PIECE_MAX_BYTES]);
+            format!("Cheaper?\n\n{}\n\n{}", &request[..PREVIOUS_TURN_MAX_BYTES], &system[..SYSTEM_PROMPT_MAX_BYTES]);
         assert_eq!(prompt_text(&msgs), expected);
         let long = "x".repeat(FOLLOW_UP_MAX_BYTES);
         let msgs = vec![json!({"role": "user", "content": "a"}), json!({"role": "user", "content": long.clone()})];
