@@ -3,7 +3,8 @@
 # in parts and is put together in /tmp first) as four local experts loaded at start-up:
 # quantized and f16, on cuda:0 and on the CPU. Greedy, 32 tokens, 4 prompts each; prints
 # where each GPU answer first differs from its CPU twin. Run after check.sh's set-up:
-#   bash .gpu/full.sh MODEL.gguf        (OUT: folder for results; DEVICE_OVERRIDE=cpu: dry run)
+#   bash .gpu/full.sh MODEL.gguf        (OUT: folder for results; DEVICE_OVERRIDE=cpu: dry run;
+#                                        CHAT_TEMPLATE=gemma for a GGUF without a template)
 set -u
 MODEL=$(readlink -f "$1")
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -21,6 +22,7 @@ GPU=cuda:0; [ "${DEVICE_OVERRIDE:-}" = cpu ] && GPU=cpu
   for e in "gpu-q $GPU quantized" "cpu-q cpu quantized" "gpu-f16 $GPU f16" "cpu-f16 cpu f16"; do
     set -- $e
     printf '[[experts]]\nname = "%s"\nkind = "local"\npath = "%s"\ndevice = "%s"\nweights = "%s"\ntimeouts = { first_byte_ms = 120000, total_ms = 150000 }\n' "$1" "$MODEL" "$2" "$3"
+    [ -n "${CHAT_TEMPLATE:-}" ] && printf 'chat_template = "%s"\n' "$CHAT_TEMPLATE"
   done
 } >"$TMP/full.toml"
 PORT=$((20000 + RANDOM % 20000))

@@ -1,4 +1,4 @@
-"""Trim a llama GGUF (SmolLM2) to its first K blocks and first N vocabulary entries.
+"""Trim a GGUF (SmolLM2, Gemma 3) to its first K blocks and first N vocabulary entries.
 
 Quantization types are kept as stored (tensor bytes copied verbatim; the tied
 token_embd/output matrix keeps its first N rows). The BPE tokenizer stays valid:
@@ -20,8 +20,10 @@ def strs(f):
 
 tokens = strs(r.fields["tokenizer.ggml.tokens"])
 keep = set(tokens[:N])
+# A BPE vocabulary (SmolLM2) keeps the merges among kept tokens; an SPM one (Gemma 3) has none.
 merges = [m for m in strs(r.fields["tokenizer.ggml.merges"])
-          if all(p in keep for p in m.split(" ", 1)) and m.replace(" ", "", 1) in keep]
+          if all(p in keep for p in m.split(" ", 1)) and m.replace(" ", "", 1) in keep] \
+    if "tokenizer.ggml.merges" in r.fields else []
 
 for key, f in r.fields.items():
     if key.startswith("GGUF.") or key == "general.architecture":
@@ -52,10 +54,7 @@ for t in r.tensors:
         assert data.shape[0] == len(tokens), (t.name, data.shape)
         data = data[:N]
     qt = t.tensor_type
-    if qt in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16):
-        w.add_tensor(t.name, np.ascontiguousarray(data), raw_dtype=qt)
-    else:
-        w.add_tensor(t.name, np.ascontiguousarray(data), raw_dtype=qt)
+    w.add_tensor(t.name, np.ascontiguousarray(data), raw_dtype=qt)
     print(t.name, qt.name, data.shape, file=sys.stderr)
 
 w.write_header_to_file()
