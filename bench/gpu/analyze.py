@@ -71,6 +71,14 @@ def parse(path, mode):
     return r
 
 
+def read_error(path):
+    """The body of a failed request; none when the gateway died before answering."""
+    try:
+        return open(path, encoding="utf-8", errors="replace").read()[:300]
+    except OSError as e:
+        return f"no response body ({e.strerror})"
+
+
 rows = []
 for line in open(manifest, encoding="utf-8"):
     phase, expert, visit, pn, mode, rep, http, tt, ttfb, path = line.rstrip("\n").split("\t")
@@ -78,7 +86,7 @@ for line in open(manifest, encoding="utf-8"):
                http=http, tt=float(tt) if tt else None, ttfb=float(ttfb) if ttfb else None)
     row.update(parse(path, mode) if http == "200" else
                {"ok": False, "content": None, "pieces": None, "finish": None, "tokens": None,
-                "error": open(path, encoding="utf-8", errors="replace").read()[:300]})
+                "error": read_error(path)})
     rows.append(row)
 
 
@@ -141,7 +149,7 @@ for expert in ("gpu-q", "gpu-f16", "cpu-q", "cpu-f16"):
 # ---- GPU vs CPU, token by token (stream deltas: one per generated token)
 def compare(a, b, label, exact_required=True):
     """exact_required=False: a divergence is INFO, not WARN/FAIL (both sides are right)."""
-    worst, notes, missing = None, [], False
+    worst, notes, missing, best_agree = None, [], False, 0
     for pn in (1, 2, 3):
         ra, rb = get("tiered", a, 1, pn, "s"), get("tiered", b, 1, pn, "s")
         if not (ra and rb and ra["ok"] and rb["ok"]):
@@ -155,9 +163,10 @@ def compare(a, b, label, exact_required=True):
             exact = True
         else:
             k = min(len(pa), len(pb)) if k is None else k
-            notes.append(f"P{pn} first divergence at token {k}: {a} {pa[k:k+1]} vs {b} {pb[k:k+1]}")
+            notes.append(f"P{pn} first divergence at token {k + 1}: {a} {pa[k:k+1]} vs {b} {pb[k:k+1]}")
             agree = k
             exact = False
+        best_agree = max(best_agree, agree)
         status = "PASS" if exact else ("WARN" if agree >= MIN_AGREE else "FAIL")
         order = {"PASS": 0, "WARN": 1, "FAIL": 2}
         worst = status if worst is None or order[status] > order[worst] else worst
@@ -165,13 +174,15 @@ def compare(a, b, label, exact_required=True):
         worst = "FAIL"
         notes.append("some responses missing")
     elif not exact_required and worst != "PASS":
-        worst = "INFO"
+        # Rounding may part them early on one prompt, but a broken kernel parts them at once on all.
+        worst = "INFO" if best_agree >= MIN_AGREE else "FAIL"
     out(worst or "FAIL", label, "; ".join(notes))
 
 
 # Quantized: candle's CUDA kernels and the project's CPU kernels (src/local/kernels/) round
-# differently (on the full SmolLM2 each parts from f16 as often as from the other; README "On
-# a GPU"); on this 4-block model with nearly flat logits they can part at the first token.
+# differently (on the full SmolLM2 each parts from f16 on 3 of 4 prompts; README "On a GPU");
+# on this 4-block model with nearly flat logits they can part at the second token. INFO, unless
+# no prompt agrees on MIN_AGREE tokens.
 compare("gpu-q", "cpu-q", "gpu-q vs cpu-q", exact_required=False)
 compare("gpu-f16", "cpu-f16", "gpu-f16 == cpu-f16")
 

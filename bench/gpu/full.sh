@@ -6,6 +6,7 @@
 #   bash .gpu/full.sh MODEL.gguf        (OUT: folder for results; DEVICE_OVERRIDE=cpu: dry run;
 #                                        CHAT_TEMPLATE=gemma for a GGUF without a template)
 set -u
+[ $# -ge 1 ] && [ -f "$1" ] || { echo "usage: full.sh MODEL.gguf (a file)" >&2; exit 2; }
 MODEL=$(readlink -f "$1")
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 OUT=${OUT:-$HERE/out}; mkdir -p "$OUT"
@@ -14,8 +15,13 @@ SITE=${TORCH_SITE:-/opt/torch/.venv/lib/python3.12/site-packages}
 export LD_LIBRARY_PATH=${EXTRA_LD_PATH:+$EXTRA_LD_PATH:}$SITE/nvidia/cu13/lib:/usr/local/nvidia/lib64:/usr/local/nvidia/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 export CUDA_CACHE_PATH=${CUDA_CACHE_PATH:-/tmp/triage-nvcache} CUDA_CACHE_MAXSIZE=2147483648 NO_COLOR=1
 PY=${PY:-/opt/torch/.venv/bin/python3}; [ -x "$PY" ] || PY=python3
-BIN=${TRIAGE_BIN:-$TMP/triage}
-[ -x "$BIN" ] || { xz -dc "$HERE/triage.xz" >"$BIN" && chmod +x "$BIN"; }
+BIN=${TRIAGE_BIN:-}
+if [ -z "$BIN" ]; then
+  BIN=$TMP/triage
+  if command -v xz >/dev/null; then xz -dc "$HERE/triage.xz" >"$BIN"
+  else "$PY" -c 'import lzma,shutil,sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2],"wb"))' "$HERE/triage.xz" "$BIN"; fi
+  chmod +x "$BIN"
+fi
 GPU=cuda:0; [ "${DEVICE_OVERRIDE:-}" = cpu ] && GPU=cpu
 {
   printf '[server]\nshutdown_grace_ms = 2000\n[resilience]\nmax_attempts = 1\n'
@@ -28,7 +34,13 @@ GPU=cuda:0; [ "${DEVICE_OVERRIDE:-}" = cpu ] && GPU=cpu
 PORT=$((20000 + RANDOM % 20000))
 timeout 200 "$BIN" serve --config "$TMP/full.toml" --listen 127.0.0.1:$PORT >"$OUT/full-gateway.log" 2>&1 &
 GW=$!
-for _ in $(seq 1 1200); do curl -sf http://127.0.0.1:$PORT/ready >/dev/null && break; kill -0 $GW 2>/dev/null || break; sleep 0.1; done
+READY=no
+for _ in $(seq 1 1200); do
+  curl -sf http://127.0.0.1:$PORT/ready >/dev/null && { READY=yes; break; }
+  kill -0 $GW 2>/dev/null || break
+  sleep 0.1
+done
+[ $READY = yes ] || echo "gateway not ready (see $OUT/full-gateway.log); the requests below will fail"
 "$PY" - "$PORT" "$OUT/full-results.txt" <<'PYEOF'
 import json, sys, time, urllib.request
 port, out = sys.argv[1], sys.argv[2]

@@ -37,7 +37,10 @@ fi
 STUBS=$CUDA_DIR/home/lib/stubs
 if [ ! -f "$STUBS/libcuda.so" ]; then
   mkdir -p "$STUBS"
-  grep -ohP '^\s+fn \Kcu[A-Za-z0-9_]+(?=\()' ~/.cargo/registry/src/*/cudarc-0.19.10/src/driver/sys/mod.rs |
+  cargo fetch --locked
+  CUDARC=$(cargo metadata --locked --format-version 1 --features cuda |
+    "$PYTHON" -c 'import json,sys; print(next(p["manifest_path"] for p in json.load(sys.stdin)["packages"] if p["name"] == "cudarc"))')
+  grep -ohP '^\s+fn \Kcu[A-Za-z0-9_]+(?=\()' "$(dirname "$CUDARC")/src/driver/sys/mod.rs" |
     sort -u | awk '{print "int " $1 "(void){return 34;}"}' >"$STUBS/cuda_stub.c"
   gcc -O2 -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$STUBS/libcuda.so" "$STUBS/cuda_stub.c"
   ln -sf libcuda.so "$STUBS/libcuda.so.1"
@@ -48,17 +51,20 @@ fi
 export CUDA_HOME=$CUDA_DIR/home PATH=$CUDA_DIR/home/bin:$PATH
 RUSTFLAGS="-C target-cpu=x86-64-v3" cargo build --release --locked --features cuda --bin triage
 mkdir -p .gpu
-grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >>.git/info/exclude
+EXCLUDE=$(git rev-parse --git-path info/exclude)
+mkdir -p "$(dirname "$EXCLUDE")"
+grep -qx '/.gpu/' "$EXCLUDE" 2>/dev/null || echo '/.gpu/' >>"$EXCLUDE"
 strip -o .gpu/triage.stripped "$CARGO_TARGET_DIR/release/triage"
 xz -9e -T2 -c .gpu/triage.stripped >.gpu/triage.xz && rm .gpu/triage.stripped
 
 # 3. A real model small enough to carry: SmolLM2's first 4 blocks and first 16384 tokens,
 #    every kept tensor as stored (Q4_1 blocks, Q8_0 embedding, f32 norms).
 if [ ! -f .gpu/smollm2-4blk-16k-q4_1.gguf ]; then
-  [ -x .gpu/venv/bin/python ] || { "$PYTHON" -m venv .gpu/venv && .gpu/venv/bin/pip install -q gguf==0.19.0; }
-  .gpu/venv/bin/python bench/gpu/trim_gguf.py models/smollm2-135m-instruct-q4_1.gguf \
+  VENV=$CUDA_DIR/gguf-venv   # outside .gpu/, which travels whole
+  [ -x "$VENV/bin/python" ] || { "$PYTHON" -m venv "$VENV" && "$VENV/bin/pip" install -q gguf==0.19.0; }
+  "$VENV/bin/python" bench/gpu/trim_gguf.py models/smollm2-135m-instruct-q4_1.gguf \
     .gpu/smollm2-4blk-16k-q4_1.gguf 4 16384
 fi
-cp bench/gpu/check.sh bench/gpu/analyze.py bench/gpu/gpu.toml bench/gpu/gpu-direct.toml .gpu/
-du -sh --exclude=venv .gpu
-echo "ready: carry .gpu (without .gpu/venv) and run \`bash .gpu/check.sh\` on the GPU machine"
+cp bench/gpu/check.sh bench/gpu/analyze.py bench/gpu/full.sh bench/gpu/gpu.toml bench/gpu/gpu-direct.toml .gpu/
+du -sh .gpu
+echo "ready: carry .gpu and run \`bash .gpu/check.sh\` on the GPU machine"
