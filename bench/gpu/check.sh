@@ -109,9 +109,8 @@ echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH" >>"$ENVF"
 BIN=${TRIAGE_BIN:-$HERE/triage}
 if [ ! -x "$BIN" ] && [ -f "$HERE/triage.xz" ]; then
   BIN=$TMP/triage
-  if command -v xz >/dev/null; then xz -dc "$HERE/triage.xz" >"$BIN"
-  else "$PY" -c 'import lzma,shutil,sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2],"wb"))' "$HERE/triage.xz" "$BIN"; fi
-  chmod +x "$BIN"
+  . "$HERE/lib.sh"
+  unpack_triage "$HERE/triage.xz" "$BIN" "$PY"
 fi
 {
   echo "== binary: $BIN ($(stat -c %s "$BIN" 2>/dev/null) bytes, sha256 $(sha256sum "$BIN" 2>/dev/null | cut -c1-16))"

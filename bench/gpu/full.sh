@@ -16,11 +16,10 @@ export LD_LIBRARY_PATH=${EXTRA_LD_PATH:+$EXTRA_LD_PATH:}$SITE/nvidia/cu13/lib:/u
 export CUDA_CACHE_PATH=${CUDA_CACHE_PATH:-/tmp/triage-nvcache} CUDA_CACHE_MAXSIZE=2147483648 NO_COLOR=1
 PY=${PY:-/opt/torch/.venv/bin/python3}; [ -x "$PY" ] || PY=python3
 BIN=${TRIAGE_BIN:-}
+. "$HERE/lib.sh"
 if [ -z "$BIN" ]; then
   BIN=$TMP/triage
-  if command -v xz >/dev/null; then xz -dc "$HERE/triage.xz" >"$BIN"
-  else "$PY" -c 'import lzma,shutil,sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2],"wb"))' "$HERE/triage.xz" "$BIN"; fi
-  chmod +x "$BIN"
+  unpack_triage "$HERE/triage.xz" "$BIN" "$PY"
 fi
 GPU=cuda:0; [ "${DEVICE_OVERRIDE:-}" = cpu ] && GPU=cpu
 {

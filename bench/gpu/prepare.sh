@@ -65,6 +65,6 @@ if [ ! -f .gpu/smollm2-4blk-16k-q4_1.gguf ]; then
   "$VENV/bin/python" bench/gpu/trim_gguf.py models/smollm2-135m-instruct-q4_1.gguf \
     .gpu/smollm2-4blk-16k-q4_1.gguf 4 16384
 fi
-cp bench/gpu/check.sh bench/gpu/analyze.py bench/gpu/full.sh bench/gpu/gpu.toml bench/gpu/gpu-direct.toml .gpu/
+cp bench/gpu/check.sh bench/gpu/lib.sh bench/gpu/analyze.py bench/gpu/full.sh bench/gpu/gpu.toml bench/gpu/gpu-direct.toml .gpu/
 du -sh .gpu
 echo "ready: carry .gpu and run \`bash .gpu/check.sh\` on the GPU machine"

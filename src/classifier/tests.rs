@@ -199,8 +199,9 @@ fn gibberish_is_not_taken_for_a_task_and_a_two_task_prompt_is_uncertain() {
     assert_eq!(c.top_label(clf.labels()), Some("general"), "{text:?}: probs {:?}", c.probs);
 
     // A request that asks for two kinds of work at once splits the probability between
-    // them (extraction, and writing for the "story"): the top category stays below the default policy's 0.5 confidence floor, so the
-    // uncertainty rule sends it to the fallback expert (tests/it/local.rs checks that end).
+    // them (extraction, and writing for the "story"): the top category stays below the
+    // default policy's 0.5 confidence floor, so the uncertainty rule sends it to the
+    // fallback expert (tests/it/local.rs checks that end).
     let text = "Extract the theorem from this story and solve it.";
     let c = clf.classify(text).unwrap();
     assert!(c.confidence() < 0.5, "{text:?}: confidence {:.3}, probs {:?}", c.confidence(), c.probs);
