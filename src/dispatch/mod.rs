@@ -188,12 +188,12 @@ async fn chat_inner(
     rec.active_params = expert.active_params();
     let price = expert.config.price.clone();
     let (mut resp, streaming) = match reply {
-        Reply::Json { body, usage } => {
+        Reply::Json { body, head } => {
             rec.ttft_ms = Some(ms(started.elapsed()));
-            if let Some(u) = usage {
+            if let Some(u) = head.usage {
                 set_usage(rec, u, &price);
             }
-            tel.answered(attempt.succeeded(Some(body.clone()), usage));
+            tel.answered(attempt.succeeded(body.clone(), head));
             let resp = (StatusCode::OK, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body)
                 .into_response();
             (resp, false)
@@ -335,17 +335,16 @@ async fn embeddings_inner(
     let decision = snapshot.route(&req.model, String::new, 0).await?;
     tel.routed(&decision, routing, Some(snapshot.version()));
     rec.policy_version = snapshot.version().to_string();
-    let (expert, body, attempt) = attempt_all(&snapshot, &decision, &mut rec.tried, &mut *tel, |e, trace| {
+    let (expert, (body, head), attempt) = attempt_all(&snapshot, &decision, &mut rec.tried, &mut *tel, |e, trace| {
         let body = &req.body;
         async move { e.embeddings(body, &trace).await }
     })
     .await?;
     rec.expert = Some(expert.name().to_string());
-    let usage = crate::experts::remote::parse_usage(&body).ok().flatten();
-    if let Some(u) = usage {
+    if let Some(u) = head.usage {
         set_usage(rec, u, &expert.config.price);
     }
-    tel.answered(attempt.succeeded(Some(body.clone()), usage));
+    tel.answered(attempt.succeeded(body.clone(), head));
     let mut resp =
         (StatusCode::OK, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response();
     decorate(resp.headers_mut(), &expert, &decision);

@@ -11,7 +11,7 @@ use serde_json::{json, Map, Value};
 use tokio::sync::mpsc::Receiver;
 use tokio::time::{timeout, timeout_at, Instant};
 
-use super::{CallOptions, ExpertError, Reply, Usage};
+use super::{CallOptions, ExpertError, Reply, ReplyHead, Usage};
 use crate::api::error::error_json;
 use crate::config::{LocalSettings, NotHot, Timeouts};
 use crate::local::{
@@ -189,7 +189,9 @@ impl LocalBackend {
                                      "logprobs": null, "finish_reason": finish(finish_reason)}],
                         "usage": usage,
                     });
-                    return Ok(Reply::Json { body: Bytes::from(body.to_string()), usage: Some(usage) });
+                    let body = Bytes::from(body.to_string());
+                    let head = ReplyHead::parse(&body).map_err(|e| unavailable(&self.name, e))?;
+                    return Ok(Reply::Json { body, head });
                 }
             }
             event = match timeout_at(deadline, rx.recv()).await {

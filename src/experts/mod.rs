@@ -26,6 +26,51 @@ pub struct Usage {
     pub total_tokens: u64,
 }
 
+/// What the gateway reads of a complete JSON reply (chat or embeddings), in one pass over
+/// the body: `usage` for the ledger, the spend limits and the metrics, `model` and `id`
+/// for telemetry, and where `choices` lies, which telemetry reads again only for a sampled
+/// span. A reply that is not JSON fails the parse (the expert broke the protocol); a
+/// `model` or `id` of another type than string is read as absent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplyHead {
+    pub usage: Option<Usage>,
+    pub model: Option<String>,
+    pub id: Option<String>,
+    /// The byte range of the `choices` value in the body.
+    pub choices: Option<std::ops::Range<usize>>,
+}
+
+impl ReplyHead {
+    pub fn parse(body: &[u8]) -> Result<Self, String> {
+        #[derive(Deserialize)]
+        struct Wire<'a> {
+            #[serde(default)]
+            usage: Option<Usage>,
+            #[serde(default, deserialize_with = "lenient_string")]
+            model: Option<String>,
+            #[serde(default, deserialize_with = "lenient_string")]
+            id: Option<String>,
+            #[serde(borrow, default)]
+            choices: Option<&'a serde_json::value::RawValue>,
+        }
+        let w: Wire = serde_json::from_slice(body).map_err(|e| format!("malformed JSON: {e}"))?;
+        let choices = w.choices.map(|raw| {
+            // The raw value borrows from `body`: its offset is where it starts.
+            let start = raw.get().as_ptr() as usize - body.as_ptr() as usize;
+            start..start + raw.get().len()
+        });
+        Ok(Self { usage: w.usage, model: w.model, id: w.id, choices })
+    }
+}
+
+/// A string, or `None` for a value of any other type.
+fn lenient_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match Option::<serde_json::Value>::deserialize(d)? {
+        Some(serde_json::Value::String(s)) => Some(s),
+        _ => None,
+    })
+}
+
 /// Why an expert call failed. `retryable` decides whether the next expert is tried.
 #[derive(Debug, thiserror::Error)]
 pub enum ExpertError {
@@ -105,7 +150,7 @@ impl ExpertError {
 /// A chat answer before it is sent to the client.
 pub enum Reply {
     /// A complete JSON body.
-    Json { body: Bytes, usage: Option<Usage> },
+    Json { body: Bytes, head: ReplyHead },
     /// SSE bytes as they arrive (`data: {...}\n\n` events); the first item has already
     /// been received, so committing to this expert is safe.
     Stream { events: BoxStream<'static, Result<Bytes, ExpertError>> },
@@ -187,7 +232,7 @@ impl Expert {
         &self,
         body: &serde_json::Map<String, serde_json::Value>,
         trace: &[(http::HeaderName, http::HeaderValue)],
-    ) -> Result<Bytes, ExpertError> {
+    ) -> Result<(Bytes, ReplyHead), ExpertError> {
         match &self.backend {
             Backend::Remote(r) => r.embeddings(body, trace).await,
             Backend::Local(_) => Err(ExpertError::Unavailable {
@@ -195,5 +240,26 @@ impl Expert {
                 detail: "local experts serve chat only".into(),
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reply_is_read_once_for_usage_model_id_and_where_its_choices_are() {
+        let body = br#"{"id":"chatcmpl-1","model":"m-2","choices":[{"index":0,"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":5,"total_tokens":8}}"#;
+        let head = ReplyHead::parse(body).unwrap();
+        assert_eq!(head.usage, Some(Usage { prompt_tokens: 3, completion_tokens: 5, total_tokens: 8 }));
+        assert_eq!(head.model.as_deref(), Some("m-2"));
+        assert_eq!(head.id.as_deref(), Some("chatcmpl-1"));
+        assert_eq!(&body[head.choices.unwrap()], br#"[{"index":0,"finish_reason":"stop"}]"#);
+
+        // Odd types of what only telemetry reads do not fail the reply; broken JSON does.
+        let odd = ReplyHead::parse(br#"{"model":7,"id":null,"data":[[0.1,0.2]]}"#).unwrap();
+        assert_eq!(odd, ReplyHead::default());
+        assert!(ReplyHead::parse(b"{\"model\":\"m\"").unwrap_err().starts_with("malformed JSON"));
+        assert!(ReplyHead::parse(br#"{"usage":"many"}"#).is_err(), "a usage the ledger cannot count is a broken reply");
     }
 }

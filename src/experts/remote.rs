@@ -7,10 +7,9 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use http::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, HeaderValue};
-use serde::Deserialize;
 use tokio::time::{timeout, timeout_at, Instant};
 
-use super::{CallOptions, ExpertError, Reply, Usage};
+use super::{CallOptions, ExpertError, Reply, ReplyHead};
 use crate::config::{RemoteConfig, Timeouts};
 
 /// Keep-alive connections are the main saving of a proxy; idle ones are dropped after
@@ -73,8 +72,8 @@ impl RemoteExpert {
         let resp = self.send(&self.chat_url, body, trace).await?;
         if !opts.stream {
             let body = self.read_body(resp, deadline).await?;
-            let usage = parse_usage(&body).map_err(|detail| self.protocol(detail))?;
-            return Ok(Reply::Json { body, usage });
+            let head = ReplyHead::parse(&body).map_err(|detail| self.protocol(detail))?;
+            return Ok(Reply::Json { body, head });
         }
         let is_sse = resp
             .headers()
@@ -116,12 +115,12 @@ impl RemoteExpert {
         &self,
         body: &serde_json::Map<String, serde_json::Value>,
         trace: &[(http::HeaderName, http::HeaderValue)],
-    ) -> Result<Bytes, ExpertError> {
+    ) -> Result<(Bytes, ReplyHead), ExpertError> {
         let deadline = Instant::now() + self.timeouts.total;
         let resp = self.send(&self.embeddings_url, body, trace).await?;
         let body = self.read_body(resp, deadline).await?;
-        parse_usage(&body).map_err(|detail| self.protocol(detail))?;
-        Ok(body)
+        let head = ReplyHead::parse(&body).map_err(|detail| self.protocol(detail))?;
+        Ok((body, head))
     }
 
     /// Sends the request and waits for the response head; non-2xx becomes an error.
@@ -216,16 +215,6 @@ impl serde::Serialize for WithModel<'_> {
         }
         map.end()
     }
-}
-
-/// Parses the whole body (so malformed JSON is caught before the client sees it) and
-/// returns its `usage`, if any.
-pub fn parse_usage(body: &[u8]) -> Result<Option<Usage>, String> {
-    #[derive(Deserialize)]
-    struct WithUsage {
-        usage: Option<Usage>,
-    }
-    serde_json::from_slice::<WithUsage>(body).map(|w| w.usage).map_err(|e| format!("malformed JSON: {e}"))
 }
 
 /// Why the first SSE event in `chunk` is not an OpenAI event (its `data:` is neither JSON

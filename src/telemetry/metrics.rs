@@ -191,8 +191,6 @@ pub(crate) struct Instruments {
     dropped: Counter<u64>,
     /// The tier each local expert was last reported in, so moving it zeroes the old one.
     tiers: Mutex<HashMap<String, String>>,
-    /// Where requests hand the recording of their end (see `deferred`).
-    pub(crate) deferred: super::deferred::Deferred,
 }
 
 fn histogram(m: &Meter, d: &Def) -> Histogram<f64> {
@@ -232,7 +230,6 @@ impl Instruments {
             accuracy: m.f64_gauge(ACCURACY.name).with_unit(ACCURACY.unit).with_description(ACCURACY.help).build(),
             dropped: counter(&DROPPED),
             tiers: Mutex::new(HashMap::new()),
-            deferred: super::deferred::Deferred::start(),
         }
     }
 }

@@ -12,7 +12,6 @@ pub mod prometheus;
 pub mod semconv;
 pub mod spans;
 
-mod deferred;
 mod export;
 mod trace;
 
@@ -349,7 +348,6 @@ impl Telemetry {
     /// The Prometheus text exposition; `None` when telemetry is off.
     pub fn render_prometheus(&self) -> Option<String> {
         let inner = self.0.as_ref()?;
-        inner.instruments.deferred.flush();
         let mut rm = ResourceMetrics::default();
         if let Err(e) = inner.prometheus.collect(&mut rm) {
             tracing::warn!(error = %e, "Collecting metrics for /metrics failed.");
@@ -361,7 +359,6 @@ impl Telemetry {
     /// Exports everything recorded so far (tests; shutdown).
     pub fn flush(&self) {
         let Some(inner) = &self.0 else { return };
-        inner.instruments.deferred.flush();
         if let Some(t) = &inner.tracing {
             if let Err(e) = t.force_flush() {
                 tracing::debug!(error = %e, "Flushing spans failed.");
@@ -375,7 +372,6 @@ impl Telemetry {
     /// Flushes and stops the exporters; call once, at the end of `main`.
     pub fn shutdown(&self) {
         let Some(inner) = &self.0 else { return };
-        inner.instruments.deferred.flush();
         if let Some(t) = &inner.tracing {
             let _ = t.shutdown();
         }

@@ -27,7 +27,7 @@ use super::Telemetry;
 use crate::api::error::ApiError;
 use crate::config::ExpertKind;
 use crate::dispatch::sse::RelayOutcome;
-use crate::experts::{Expert, ExpertError, Usage};
+use crate::experts::{Expert, ExpertError, ReplyHead, Usage};
 use crate::routing::Decision;
 
 /// W3C trace context headers.
@@ -260,13 +260,10 @@ impl RequestTelemetry {
             }
             _ => None,
         };
-        let (instruments, ended) = (r.instruments.clone(), Instant::now());
-        r.instruments.deferred.run(move || {
-            instruments.routing_decisions.add(1, &decisions);
-            if let Some((tracing, span, attrs)) = route {
-                span.end(&tracing, "route", SpanKind::Internal, ended, attrs, Status::Unset);
-            }
-        });
+        r.instruments.routing_decisions.add(1, &decisions);
+        if let Some((tracing, span, attrs)) = route {
+            span.end(&tracing, "route", SpanKind::Internal, Instant::now(), attrs, Status::Unset);
+        }
     }
 
     /// An expert was passed over (failed, or its breaker is open) for `reason`.
@@ -345,13 +342,10 @@ impl RequestTelemetry {
             Ok(_) => (200, None, None),
             Err(e) => (e.status().as_u16(), Some(api_error_type(e)), Some(e.to_string())),
         };
-        let deferred = r.instruments.clone();
-        deferred.deferred.run(move || {
-            if let Some(won) = r.won.take() {
-                r.response_model = won.end(r.usage);
-            }
-            r.end_at(at, status, error, message.as_deref(), None);
-        });
+        if let Some(won) = r.won.take() {
+            r.response_model = won.end(r.usage);
+        }
+        r.end_at(at, status, error, message.as_deref(), None);
     }
 }
 
@@ -467,20 +461,11 @@ pub struct Answer {
 struct Won {
     attempt: Box<Att>,
     at: Instant,
-    body: Option<Bytes>,
+    body: Bytes,
+    head: ReplyHead,
 }
 
-/// The parts of an OpenAI response body that telemetry reports.
-#[derive(Deserialize)]
-struct ResponseHead<'a> {
-    #[serde(borrow, default)]
-    id: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    model: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    choices: Vec<Choice<'a>>,
-}
-
+/// What telemetry reads of a reply's `choices`.
 #[derive(Deserialize)]
 struct Choice<'a> {
     #[serde(borrow, default)]
@@ -500,16 +485,16 @@ impl Attempt {
         let Some(a) = self.inner else { return };
         let (at, kind) = (Instant::now(), e.kind());
         let message = if a.span.is_some() { e.to_string() } else { String::new() };
-        let deferred = a.instruments.clone();
-        deferred.deferred.run(move || a.fail(at, kind, &message));
+        a.fail(at, kind, &message);
     }
 
-    /// The call answered with a complete body (chat or embeddings). The body is read for
-    /// the response's id, model and finish reasons when the request's telemetry ends,
-    /// off the request path.
-    pub fn succeeded(self, body: Option<Bytes>, usage: Option<Usage>) -> Answer {
+    /// The call answered with a complete body (chat or embeddings), read once by the
+    /// expert (`head`); the body's `choices` are read again for finish reasons only when
+    /// the span is sampled.
+    pub fn succeeded(self, body: Bytes, head: ReplyHead) -> Answer {
+        let usage = head.usage;
         let Some(attempt) = self.inner else { return Answer::default() };
-        Answer { won: Some(Won { attempt, at: Instant::now(), body }), usage }
+        Answer { won: Some(Won { attempt, at: Instant::now(), body, head }), usage }
     }
 }
 
@@ -517,20 +502,23 @@ impl Won {
     /// Ends the attempt; returns the response model for the server span.
     fn end(self, usage: Option<Usage>) -> Option<String> {
         let a = self.attempt;
-        let head = self.body.as_deref().and_then(|b| serde_json::from_slice::<ResponseHead>(b).ok());
-        let response_model = head.as_ref().and_then(|h| h.model.as_deref()).map(str::to_string);
+        let ReplyHead { model: response_model, id, choices, .. } = self.head;
         let mut extra = Vec::new();
-        if let (true, Some(h)) = (a.span.is_some(), &head) {
-            if let Some(id) = &h.id {
-                extra.push(KeyValue::new(GEN_AI_RESPONSE_ID, id.to_string()));
+        if a.span.is_some() {
+            if let Some(id) = id {
+                extra.push(KeyValue::new(GEN_AI_RESPONSE_ID, id));
             }
+            let choices = choices
+                .and_then(|r| self.body.get(r))
+                .and_then(|raw| serde_json::from_slice::<Vec<Choice>>(raw).ok())
+                .unwrap_or_default();
             let reasons: Vec<String> =
-                h.choices.iter().filter_map(|c| c.finish_reason.as_deref().map(str::to_string)).collect();
+                choices.iter().filter_map(|c| c.finish_reason.as_deref().map(str::to_string)).collect();
             if !reasons.is_empty() {
                 extra.push(KeyValue::new(GEN_AI_RESPONSE_FINISH_REASONS, strings(reasons)));
             }
             if a.capture_content {
-                let out: Vec<&str> = h.choices.iter().filter_map(|c| c.message.map(RawValue::get)).collect();
+                let out: Vec<&str> = choices.iter().filter_map(|c| c.message.map(RawValue::get)).collect();
                 extra.push(KeyValue::new(GEN_AI_OUTPUT_MESSAGES, format!("[{}]", out.join(","))));
             }
         }
@@ -623,9 +611,7 @@ impl StreamTelemetry {
         r.usage = o.usage;
         r.response_model.clone_from(&o.response_model);
         let attempt = self.attempt.inner;
-        let o = o.clone();
-        let deferred = r.instruments.clone();
-        deferred.deferred.run(move || match (o.error, attempt) {
+        match (o.error, attempt) {
             (Some(kind), Some(a)) => {
                 let message = format!("the stream ended early: {kind}");
                 a.fail(at, kind, &message);
@@ -635,17 +621,20 @@ impl StreamTelemetry {
             (None, Some(a)) => {
                 let mut extra = Vec::new();
                 if a.span.is_some() {
-                    if let Some(id) = o.response_id {
+                    if let Some(id) = o.response_id.clone() {
                         extra.push(KeyValue::new(GEN_AI_RESPONSE_ID, id));
                     }
                     if !o.finish_reasons.is_empty() {
-                        extra.push(KeyValue::new(GEN_AI_RESPONSE_FINISH_REASONS, strings(o.finish_reasons)));
+                        extra.push(KeyValue::new(
+                            GEN_AI_RESPONSE_FINISH_REASONS,
+                            strings(o.finish_reasons.iter().cloned()),
+                        ));
                     }
                 }
-                a.succeed(at, o.response_model, o.usage, extra);
+                a.succeed(at, o.response_model.clone(), o.usage, extra);
                 r.end_at(at, 200, None, None, o.first_event_at);
             }
             (error, None) => r.end_at(at, 200, error, None, o.first_event_at),
-        });
+        }
     }
 }

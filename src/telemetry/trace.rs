@@ -4,8 +4,8 @@
 //! attribute vectors and allocates a context, all while the client waits: with three spans
 //! a request, OTLP tracing added 19 % to the gateway's added latency (bench/telemetry). Here
 //! the request path does only what the expert's `traceparent` needs, drawing the ids and
-//! taking the sampling decision; the record the exporter gets (`SpanData`) is built on the
-//! telemetry recorder once the request ended. The trace the collector receives is the same.
+//! taking the sampling decision; the record the exporter gets (`SpanData`) is built once
+//! the request ended. The trace the collector receives is the same.
 
 use std::borrow::Cow;
 use std::time::{Instant, SystemTime};

@@ -2,8 +2,8 @@
 //!
 //! The accept loop is hyper's own (not `axum::serve`) for the knobs hostile clients need:
 //! a cap on open connections (a semaphore taken before `accept`, so excess clients wait in
-//! the kernel's backlog), a header read timeout that drops slowloris clients, and a bound
-//! on the header buffer.
+//! the kernel's backlog), a header read timeout that drops slowloris clients (on a coarse
+//! timer of its own, see [`timer`]), and a bound on the header buffer.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,12 +11,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
 use crate::api;
+
+mod timer;
 use crate::state::AppState;
 
 /// hyper's read buffer must hold the whole header block; twice the configured header limit
@@ -85,7 +87,7 @@ pub async fn run(
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new())
+    http.timer(timer::CoarseTimer::new(limits.header_read_timeout))
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size((limits.max_header_bytes * HEADER_BUFFER_FACTOR).max(MIN_HYPER_BUFFER))
         .keep_alive(true);
