@@ -235,6 +235,7 @@ async fn admin_stats(
 
 /// Prometheus scrape endpoint; 404 when telemetry is off (`OTEL_SDK_DISABLED=true`).
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    state.telemetry.settled().await;
     match state.telemetry.render_prometheus() {
         Some(mut text) => {
             server_gauges(&mut text, &state.load);

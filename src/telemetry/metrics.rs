@@ -191,6 +191,8 @@ pub(crate) struct Instruments {
     dropped: Counter<u64>,
     /// The tier each local expert was last reported in, so moving it zeroes the old one.
     tiers: Mutex<HashMap<String, String>>,
+    /// Where requests hand the recording of their end (see `after`).
+    pub(crate) after: super::after::AfterResponse,
 }
 
 fn histogram(m: &Meter, d: &Def) -> Histogram<f64> {
@@ -230,6 +232,7 @@ impl Instruments {
             accuracy: m.f64_gauge(ACCURACY.name).with_unit(ACCURACY.unit).with_description(ACCURACY.help).build(),
             dropped: counter(&DROPPED),
             tiers: Mutex::new(HashMap::new()),
+            after: super::after::AfterResponse::default(),
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod prometheus;
 pub mod semconv;
 pub mod spans;
 
+mod after;
 mod export;
 mod trace;
 
@@ -356,9 +357,19 @@ impl Telemetry {
         Some(prometheus::render(&rm))
     }
 
-    /// Exports everything recorded so far (tests; shutdown).
+    /// Waits until the requests answered so far are recorded (see `after`); a scrape
+    /// calls it before rendering.
+    pub async fn settled(&self) {
+        if let Some(inner) = &self.0 {
+            inner.instruments.after.settled().await;
+        }
+    }
+
+    /// Exports everything recorded so far (tests; shutdown). Call outside the runtime's
+    /// workers (`spawn_blocking`).
     pub fn flush(&self) {
         let Some(inner) = &self.0 else { return };
+        inner.instruments.after.settle_blocking();
         if let Some(t) = &inner.tracing {
             if let Err(e) = t.force_flush() {
                 tracing::debug!(error = %e, "Flushing spans failed.");
@@ -372,6 +383,7 @@ impl Telemetry {
     /// Flushes and stops the exporters; call once, at the end of `main`.
     pub fn shutdown(&self) {
         let Some(inner) = &self.0 else { return };
+        inner.instruments.after.settle_blocking();
         if let Some(t) = &inner.tracing {
             let _ = t.shutdown();
         }

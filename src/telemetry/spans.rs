@@ -260,10 +260,13 @@ impl RequestTelemetry {
             }
             _ => None,
         };
-        r.instruments.routing_decisions.add(1, &decisions);
-        if let Some((tracing, span, attrs)) = route {
-            span.end(&tracing, "route", SpanKind::Internal, Instant::now(), attrs, Status::Unset);
-        }
+        let (instruments, ended) = (r.instruments.clone(), Instant::now());
+        r.instruments.after.run(move || {
+            instruments.routing_decisions.add(1, &decisions);
+            if let Some((tracing, span, attrs)) = route {
+                span.end(&tracing, "route", SpanKind::Internal, ended, attrs, Status::Unset);
+            }
+        });
     }
 
     /// An expert was passed over (failed, or its breaker is open) for `reason`.
@@ -342,10 +345,13 @@ impl RequestTelemetry {
             Ok(_) => (200, None, None),
             Err(e) => (e.status().as_u16(), Some(api_error_type(e)), Some(e.to_string())),
         };
-        if let Some(won) = r.won.take() {
-            r.response_model = won.end(r.usage);
-        }
-        r.end_at(at, status, error, message.as_deref(), None);
+        let instruments = r.instruments.clone();
+        instruments.after.run(move || {
+            if let Some(won) = r.won.take() {
+                r.response_model = won.end(r.usage);
+            }
+            r.end_at(at, status, error, message.as_deref(), None);
+        });
     }
 }
 
@@ -485,7 +491,8 @@ impl Attempt {
         let Some(a) = self.inner else { return };
         let (at, kind) = (Instant::now(), e.kind());
         let message = if a.span.is_some() { e.to_string() } else { String::new() };
-        a.fail(at, kind, &message);
+        let instruments = a.instruments.clone();
+        instruments.after.run(move || a.fail(at, kind, &message));
     }
 
     /// The call answered with a complete body (chat or embeddings), read once by the
@@ -611,7 +618,9 @@ impl StreamTelemetry {
         r.usage = o.usage;
         r.response_model.clone_from(&o.response_model);
         let attempt = self.attempt.inner;
-        match (o.error, attempt) {
+        let o = o.clone();
+        let instruments = r.instruments.clone();
+        instruments.after.run(move || match (o.error, attempt) {
             (Some(kind), Some(a)) => {
                 let message = format!("the stream ended early: {kind}");
                 a.fail(at, kind, &message);
@@ -621,20 +630,17 @@ impl StreamTelemetry {
             (None, Some(a)) => {
                 let mut extra = Vec::new();
                 if a.span.is_some() {
-                    if let Some(id) = o.response_id.clone() {
+                    if let Some(id) = o.response_id {
                         extra.push(KeyValue::new(GEN_AI_RESPONSE_ID, id));
                     }
                     if !o.finish_reasons.is_empty() {
-                        extra.push(KeyValue::new(
-                            GEN_AI_RESPONSE_FINISH_REASONS,
-                            strings(o.finish_reasons.iter().cloned()),
-                        ));
+                        extra.push(KeyValue::new(GEN_AI_RESPONSE_FINISH_REASONS, strings(o.finish_reasons)));
                     }
                 }
-                a.succeed(at, o.response_model.clone(), o.usage, extra);
+                a.succeed(at, o.response_model, o.usage, extra);
                 r.end_at(at, 200, None, None, o.first_event_at);
             }
             (error, None) => r.end_at(at, 200, error, None, o.first_event_at),
-        }
+        });
     }
 }
