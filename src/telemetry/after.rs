@@ -2,14 +2,19 @@
 //!
 //! Ending a request's telemetry (about ten metric measurements, each an attribute-set
 //! lookup in the SDK, and the end of up to three spans) takes microseconds. The request
-//! hands it, with its timings already taken, to a task spawned on its own worker. tokio runs
-//! a task spawned from a worker next (its LIFO slot), so the job starts as soon as the
-//! connection task has written the response and yielded: on the same core, with warm
-//! caches, without a thread hand-off or a periodic drain. (Until 2026-11-30 a recorder
-//! thread drained a queue every 10 ms; on one shared core its drains landed in the middle
-//! of other requests and set the gateway's p99, bench/README.md.) Outside a runtime the job
-//! runs in place. A scrape or a flush first waits for the jobs already handed out, so a
-//! response the client has received is counted.
+//! hands it, with its timings already taken, to one of two places, chosen by the CPUs the
+//! process may use (`available_parallelism`, which follows affinity and cgroup quotas):
+//!
+//! - **Several CPUs: the recorder thread** (`deferred.rs`), which drains a queue every
+//!   10 ms beside the async workers; the worker that answered is free at once.
+//! - **One CPU: a task spawned on the request's own worker.** tokio runs a task spawned from
+//!   a worker next (its LIFO slot), so the job starts as soon as the connection task has
+//!   written the response and yielded. A second thread on the only CPU can only interrupt
+//!   requests: the recorder's drains landed in the middle of them and set the gateway's
+//!   p99 (bench/README.md, "Fifth session").
+//!
+//! Outside a runtime the job runs in place. A scrape or a flush first waits for the jobs
+//! already handed out, so a response the client has received is counted.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -19,8 +24,10 @@ use std::time::{Duration, Instant};
 /// runtime that is no longer driven, at shutdown, never runs them).
 const SETTLE_LIMIT: Duration = Duration::from_millis(200);
 
-#[derive(Debug, Default)]
 pub(crate) struct AfterResponse {
+    /// Set on a machine with several CPUs.
+    recorder: Option<super::deferred::Deferred>,
+    /// Jobs spawned on a worker and not yet run.
     pending: Arc<AtomicUsize>,
 }
 
@@ -34,7 +41,20 @@ impl Drop for Outstanding {
 }
 
 impl AfterResponse {
+    /// The recorder thread where several CPUs are available, else the request's worker.
+    pub(crate) fn new() -> Self {
+        let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        Self::with_recorder(cpus > 1)
+    }
+
+    fn with_recorder(recorder: bool) -> Self {
+        Self { recorder: recorder.then(super::deferred::Deferred::start), pending: Arc::default() }
+    }
+
     pub(crate) fn run(&self, job: impl FnOnce() + Send + 'static) {
+        if let Some(r) = &self.recorder {
+            return r.run(job);
+        }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return job() };
         self.pending.fetch_add(1, Ordering::AcqRel);
         let outstanding = Outstanding(self.pending.clone());
@@ -48,8 +68,12 @@ impl AfterResponse {
         self.pending.load(Ordering::Acquire) == 0
     }
 
-    /// Waits until the jobs handed out so far have run (bounded), yielding to them.
+    /// Waits until the jobs handed out so far have run (bounded), yielding to them; the
+    /// recorder's queue is drained in place.
     pub(crate) async fn settled(&self) {
+        if let Some(r) = &self.recorder {
+            return r.flush();
+        }
         let deadline = Instant::now() + SETTLE_LIMIT;
         while !self.is_settled() && Instant::now() < deadline {
             tokio::task::yield_now().await;
@@ -58,6 +82,9 @@ impl AfterResponse {
 
     /// [`Self::settled`] for a thread outside the runtime's workers (flush, shutdown).
     pub(crate) fn settle_blocking(&self) {
+        if let Some(r) = &self.recorder {
+            return r.flush();
+        }
         let deadline = Instant::now() + SETTLE_LIMIT;
         while !self.is_settled() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_micros(100));
@@ -71,7 +98,7 @@ mod tests {
 
     #[tokio::test]
     async fn jobs_run_after_the_current_task_yields_and_settling_waits_for_them() {
-        let after = AfterResponse::default();
+        let after = AfterResponse::with_recorder(false);
         let ran = Arc::new(AtomicUsize::new(0));
         for _ in 0..3 {
             let ran = ran.clone();
@@ -88,11 +115,20 @@ mod tests {
         after.run(|| panic!("a broken job"));
         after.settled().await;
         assert!(after.is_settled());
+
+        // With the recorder thread, settling runs what is queued.
+        let after = AfterResponse::with_recorder(true);
+        let r = ran.clone();
+        after.run(move || {
+            r.fetch_add(1, Ordering::Relaxed);
+        });
+        after.settled().await;
+        assert_eq!(ran.load(Ordering::Relaxed), 4);
     }
 
     #[test]
     fn outside_a_runtime_a_job_runs_in_place() {
-        let after = AfterResponse::default();
+        let after = AfterResponse::with_recorder(false);
         let ran = Arc::new(AtomicUsize::new(0));
         let r = ran.clone();
         after.run(move || {

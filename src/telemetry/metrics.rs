@@ -232,7 +232,7 @@ impl Instruments {
             accuracy: m.f64_gauge(ACCURACY.name).with_unit(ACCURACY.unit).with_description(ACCURACY.help).build(),
             dropped: counter(&DROPPED),
             tiers: Mutex::new(HashMap::new()),
-            after: super::after::AfterResponse::default(),
+            after: super::after::AfterResponse::new(),
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod semconv;
 pub mod spans;
 
 mod after;
+mod deferred;
 mod export;
 mod trace;
 
