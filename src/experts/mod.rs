@@ -53,6 +53,10 @@ impl ReplyHead {
             #[serde(borrow, default)]
             choices: Option<&'a serde_json::value::RawValue>,
         }
+        // serde reads a struct from a JSON array too (by position): a reply is an object.
+        if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err("malformed JSON: the reply is not a JSON object".into());
+        }
         let w: Wire = serde_json::from_slice(body).map_err(|e| format!("malformed JSON: {e}"))?;
         let choices = w.choices.map(|raw| {
             // The raw value borrows from `body`: its offset is where it starts.
@@ -261,5 +265,6 @@ mod tests {
         assert_eq!(odd, ReplyHead::default());
         assert!(ReplyHead::parse(b"{\"model\":\"m\"").unwrap_err().starts_with("malformed JSON"));
         assert!(ReplyHead::parse(br#"{"usage":"many"}"#).is_err(), "a usage the ledger cannot count is a broken reply");
+        assert!(ReplyHead::parse(b"[]").is_err() && ReplyHead::parse(b" [null]").is_err(), "an array is not a reply");
     }
 }

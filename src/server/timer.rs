@@ -63,21 +63,25 @@ impl CoarseTimer {
 }
 
 /// Wakes every sleep whose deadline has passed and forgets those that fired or were
-/// dropped (a dropped sleep's entry no longer upgrades).
+/// dropped (a dropped sleep's entry no longer upgrades). The list is taken out of the lock
+/// to be scanned, so arming a sleep never waits for a scan: at most for the put-back of the
+/// sleeps still waiting (one per idle keep-alive connection).
 fn fire_due(list: &Mutex<Vec<Weak<Deadline>>>, now: Instant) {
+    let Ok(mut armed) = list.lock() else { return };
+    let mut scanned = std::mem::take(&mut *armed);
+    drop(armed);
     let mut due = Vec::new();
-    {
-        let Ok(mut armed) = list.lock() else { return };
-        armed.retain(|w| match w.upgrade() {
-            None => false,
-            Some(d) if d.at <= now => {
-                due.push(d);
-                false
-            }
-            Some(_) => true,
-        });
+    scanned.retain(|w| match w.upgrade() {
+        None => false,
+        Some(d) if d.at <= now => {
+            due.push(d);
+            false
+        }
+        Some(_) => true,
+    });
+    if let Ok(mut armed) = list.lock() {
+        armed.append(&mut scanned);
     }
-    // Outside the lock: a woken task may arm a new sleep at once.
     for d in due {
         d.fired.store(true, Ordering::Release);
         d.waker.wake();

@@ -4,8 +4,9 @@
 //! Recording a finished request means about ten metric measurements (each an attribute-set
 //! lookup in the SDK) and the end of up to three spans: microseconds that the client would
 //! otherwise wait for. The request hands that work, as a closure with the timings already
-//! taken, to a queue that a recorder thread drains on a short period. Senders never wake the thread (no syscall per request); a full queue runs
-//! the job in place, so nothing is ever dropped, only recorded later.
+//! taken, to a queue that a recorder thread drains on a short period. Senders never wake
+//! the thread (no syscall per request); a full queue runs the job in place, so nothing is
+//! ever dropped, only recorded later.
 
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -16,12 +17,13 @@ use std::time::Duration;
 const DRAIN_PERIOD: Duration = Duration::from_millis(10);
 /// Jobs waiting at most. At the gateway's peak rate (~20k requests/s per core) a period
 /// produces ~200; the margin absorbs a stalled recorder before requests record in place,
-/// and bounds what waiting jobs hold (each keeps its response body until it is parsed).
+/// and bounds what waiting jobs hold (a sampled span's job keeps its reply body).
 const QUEUE_CAPACITY: usize = 4096;
 /// Jobs the recorder runs between yields of its CPU. A drain after a busy period holds
-/// ~125 requests' work (~0.4 ms); where the gateway shares one core (the benchmark's
-/// layout, small containers) a request that arrives meanwhile would wait for all of it.
-/// Yielding every few jobs lets it run first; on an idle core a yield returns at once.
+/// ~125 requests' work (~0.4 ms); where the recorder shares a core with a busy worker, a
+/// request that arrives meanwhile would wait for all of it. Yielding every few jobs lets
+/// it run first; on an idle core a yield returns at once. (On one CPU the recorder is not
+/// used at all: `after.rs`.)
 const JOBS_PER_SLICE: usize = 16;
 
 pub(crate) type Job = Box<dyn FnOnce() + Send>;
@@ -39,8 +41,8 @@ impl Deferred {
         let rx = Arc::new(Mutex::new(rx));
         let worker = rx.clone();
         // Normal priority on purpose: at nice 19 the recorder starved whenever requests kept
-        // its core busy (the benchmark's one-core layout), the queue filled, requests
-        // recorded in place, and the queued jobs held 70 MB.
+        // its core busy (measured on one core), the queue filled, requests recorded in
+        // place, and the queued jobs held 70 MB.
         let spawned = std::thread::Builder::new().name("triage-telemetry".into()).spawn(move || loop {
             std::thread::sleep(DRAIN_PERIOD);
             if !drain(&worker, Some(JOBS_PER_SLICE)) {

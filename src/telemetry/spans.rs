@@ -93,6 +93,24 @@ struct Req {
     usage: Option<Usage>,
     /// The winning attempt of a complete (non-streamed) answer, ended with the request.
     won: Option<Won>,
+    /// The routing decision, recorded with the request's end (one hand-off per request).
+    routed: Option<Routed>,
+}
+
+/// `triage.routing.decisions`' attributes and, when sampled, the `route` span.
+struct Routed {
+    decisions: [KeyValue; 2],
+    span: Option<(Arc<Tracing>, OpenSpan, Vec<KeyValue>)>,
+    ended: Instant,
+}
+
+impl Routed {
+    fn record(self, instruments: &Instruments) {
+        instruments.routing_decisions.add(1, &self.decisions);
+        if let Some((tracing, span, attrs)) = self.span {
+            span.end(&tracing, "route", SpanKind::Internal, self.ended, attrs, Status::Unset);
+        }
+    }
 }
 
 /// The telemetry of one API request.
@@ -145,6 +163,7 @@ impl Telemetry {
                 response_model: None,
                 usage: None,
                 won: None,
+                routed: None,
             })),
             passthrough: Vec::new(),
         }
@@ -233,7 +252,7 @@ impl RequestTelemetry {
     }
 
     /// The routing decision, which took from `started` until now: a `route` child span and
-    /// the `triage.routing.decisions` counter.
+    /// the `triage.routing.decisions` counter, both recorded when the request ends.
     pub fn routed(&mut self, d: &Decision, started: Instant, policy_version: Option<&str>) {
         let Some(r) = &mut self.inner else { return };
         r.request_model = KeyValue::new(GEN_AI_REQUEST_MODEL, shared(&d.model));
@@ -260,13 +279,7 @@ impl RequestTelemetry {
             }
             _ => None,
         };
-        let (instruments, ended) = (r.instruments.clone(), Instant::now());
-        r.instruments.after.run(move || {
-            instruments.routing_decisions.add(1, &decisions);
-            if let Some((tracing, span, attrs)) = route {
-                span.end(&tracing, "route", SpanKind::Internal, ended, attrs, Status::Unset);
-            }
-        });
+        r.routed = Some(Routed { decisions, span: route, ended: Instant::now() });
     }
 
     /// An expert was passed over (failed, or its breaker is open) for `reason`.
@@ -365,6 +378,9 @@ impl Req {
         message: Option<&str>,
         first_event: Option<Instant>,
     ) {
+        if let Some(routed) = self.routed {
+            routed.record(&self.instruments);
+        }
         let elapsed = at.duration_since(self.start);
         let mut attrs = vec![KeyValue::new(GEN_AI_OPERATION_NAME, self.op.name()), self.request_model.clone()];
         if let Some(m) = &self.response_model {
@@ -467,7 +483,7 @@ pub struct Answer {
 struct Won {
     attempt: Box<Att>,
     at: Instant,
-    body: Bytes,
+    body: Option<Bytes>,
     head: ReplyHead,
 }
 
@@ -501,6 +517,8 @@ impl Attempt {
     pub fn succeeded(self, body: Bytes, head: ReplyHead) -> Answer {
         let usage = head.usage;
         let Some(attempt) = self.inner else { return Answer::default() };
+        // The body is read again only for a sampled span's `choices`.
+        let body = attempt.span.is_some().then_some(body);
         Answer { won: Some(Won { attempt, at: Instant::now(), body, head }), usage }
     }
 }
@@ -516,7 +534,7 @@ impl Won {
                 extra.push(KeyValue::new(GEN_AI_RESPONSE_ID, id));
             }
             let choices = choices
-                .and_then(|r| self.body.get(r))
+                .and_then(|r| self.body.as_ref()?.get(r))
                 .and_then(|raw| serde_json::from_slice::<Vec<Choice>>(raw).ok())
                 .unwrap_or_default();
             let reasons: Vec<String> =
