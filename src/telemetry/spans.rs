@@ -339,8 +339,8 @@ impl RequestTelemetry {
     /// The winning attempt answered with a complete body.
     pub fn answered(&mut self, a: Answer) {
         if let Some(r) = &mut self.inner {
+            r.usage = a.won.as_ref().and_then(|w| w.head.usage);
             r.won = a.won;
-            r.usage = a.usage;
         }
     }
 
@@ -361,7 +361,7 @@ impl RequestTelemetry {
         let instruments = r.instruments.clone();
         instruments.after.run(move || {
             if let Some(won) = r.won.take() {
-                r.response_model = won.end(r.usage);
+                r.response_model = won.end();
             }
             r.end_at(at, status, error, message.as_deref(), None);
         });
@@ -477,7 +477,6 @@ pub struct Attempt {
 #[derive(Default)]
 pub struct Answer {
     won: Option<Won>,
-    usage: Option<Usage>,
 }
 
 struct Won {
@@ -515,19 +514,18 @@ impl Attempt {
     /// expert (`head`); the body's `choices` are read again for finish reasons only when
     /// the span is sampled.
     pub fn succeeded(self, body: Bytes, head: ReplyHead) -> Answer {
-        let usage = head.usage;
         let Some(attempt) = self.inner else { return Answer::default() };
         // The body is read again only for a sampled span's `choices`.
         let body = attempt.span.is_some().then_some(body);
-        Answer { won: Some(Won { attempt, at: Instant::now(), body, head }), usage }
+        Answer { won: Some(Won { attempt, at: Instant::now(), body, head }) }
     }
 }
 
 impl Won {
     /// Ends the attempt; returns the response model for the server span.
-    fn end(self, usage: Option<Usage>) -> Option<String> {
+    fn end(self) -> Option<String> {
         let a = self.attempt;
-        let ReplyHead { model: response_model, id, choices, .. } = self.head;
+        let ReplyHead { usage, model: response_model, id, choices } = self.head;
         let mut extra = Vec::new();
         if a.span.is_some() {
             if let Some(id) = id {
