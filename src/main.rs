@@ -11,6 +11,12 @@ use triage::reload::{self, ReloadSource, SharedRouterFactory};
 use triage::telemetry::{self, Telemetry, TelemetryConfig};
 use triage::{config, server, state::AppState};
 
+/// glibc's allocator spent about a fifth of the proxy path's instructions (callgrind: arena
+/// locking and consolidation, most allocations freed on another thread than the one that
+/// made them); bench/README.md "Ninth session" has the numbers.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// `RUST_LOG` overrides; the default shows the gateway's own decisions, not every crate's.
 const DEFAULT_LOG_FILTER: &str = "info";
 

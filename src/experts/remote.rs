@@ -35,6 +35,10 @@ impl RemoteExpert {
             .connect_timeout(cfg.timeouts.connect)
             .tcp_nodelay(true)
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            // Retries are the gateway's own (`[resilience]`, before the first byte, with backoff
+            // and the breaker told). reqwest's default replays refused HTTP/2 streams on
+            // its own, and clones every request's head so that it could.
+            .retry(reqwest::retry::never().max_retries_per_request(0))
             .build()
             .map_err(|e| ExpertError::Unavailable { expert: name.to_string(), detail: e.to_string() })?;
         let mut headers = HeaderMap::new();

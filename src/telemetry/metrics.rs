@@ -12,6 +12,7 @@ use std::time::Duration;
 use opentelemetry::metrics::{Counter, Gauge, Histogram, Meter};
 use opentelemetry::KeyValue;
 
+use super::bound::Bound;
 use super::semconv::*;
 
 /// Bucket boundaries from the GenAI semantic conventions (v1.37, "metrics" page): durations
@@ -167,17 +168,18 @@ impl Drop {
 }
 
 pub(crate) struct Instruments {
-    pub client_duration: Histogram<f64>,
-    pub token_usage: Histogram<u64>,
-    pub server_duration: Histogram<f64>,
-    pub ttft: Histogram<f64>,
-    pub tpot: Histogram<f64>,
-    pub requests: Counter<u64>,
-    pub routing_decisions: Counter<u64>,
-    pub attempts: Counter<u64>,
-    pub fallbacks: Counter<u64>,
-    pub errors: Counter<u64>,
-    pub cost: Counter<f64>,
+    // Measured on every request: bound per attribute set (see `bound`).
+    pub client_duration: Bound<Histogram<f64>, f64>,
+    pub token_usage: Bound<Histogram<u64>, u64>,
+    pub server_duration: Bound<Histogram<f64>, f64>,
+    pub ttft: Bound<Histogram<f64>, f64>,
+    pub tpot: Bound<Histogram<f64>, f64>,
+    pub requests: Bound<Counter<u64>, u64>,
+    pub routing_decisions: Bound<Counter<u64>, u64>,
+    pub attempts: Bound<Counter<u64>, u64>,
+    pub fallbacks: Bound<Counter<u64>, u64>,
+    pub errors: Bound<Counter<u64>, u64>,
+    pub cost: Bound<Counter<f64>, f64>,
     classifier_duration: Histogram<f64>,
     classifier_queue: Gauge<i64>,
     tier_residency: Gauge<i64>,
@@ -204,22 +206,23 @@ impl Instruments {
         let counter = |d: &Def| m.u64_counter(d.name).with_unit(d.unit).with_description(d.help).build();
         let gauge = |d: &Def| m.i64_gauge(d.name).with_unit(d.unit).with_description(d.help).build();
         Self {
-            client_duration: histogram(m, &CLIENT_DURATION),
-            token_usage: m
-                .u64_histogram(TOKEN_USAGE.name)
-                .with_unit(TOKEN_USAGE.unit)
-                .with_description(TOKEN_USAGE.help)
-                .with_boundaries(TOKEN_USAGE.bounds.to_vec())
-                .build(),
-            server_duration: histogram(m, &SERVER_DURATION),
-            ttft: histogram(m, &TTFT),
-            tpot: histogram(m, &TPOT),
-            requests: counter(&REQUESTS),
-            routing_decisions: counter(&ROUTING_DECISIONS),
-            attempts: counter(&ATTEMPTS),
-            fallbacks: counter(&FALLBACKS),
-            errors: counter(&ERRORS),
-            cost: m.f64_counter(COST.name).with_unit(COST.unit).with_description(COST.help).build(),
+            client_duration: Bound::new(histogram(m, &CLIENT_DURATION)),
+            token_usage: Bound::new(
+                m.u64_histogram(TOKEN_USAGE.name)
+                    .with_unit(TOKEN_USAGE.unit)
+                    .with_description(TOKEN_USAGE.help)
+                    .with_boundaries(TOKEN_USAGE.bounds.to_vec())
+                    .build(),
+            ),
+            server_duration: Bound::new(histogram(m, &SERVER_DURATION)),
+            ttft: Bound::new(histogram(m, &TTFT)),
+            tpot: Bound::new(histogram(m, &TPOT)),
+            requests: Bound::new(counter(&REQUESTS)),
+            routing_decisions: Bound::new(counter(&ROUTING_DECISIONS)),
+            attempts: Bound::new(counter(&ATTEMPTS)),
+            fallbacks: Bound::new(counter(&FALLBACKS)),
+            errors: Bound::new(counter(&ERRORS)),
+            cost: Bound::new(m.f64_counter(COST.name).with_unit(COST.unit).with_description(COST.help).build()),
             classifier_duration: histogram(m, &CLASSIFIER_DURATION),
             classifier_queue: gauge(&CLASSIFIER_QUEUE),
             tier_residency: gauge(&TIER_RESIDENCY),

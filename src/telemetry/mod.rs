@@ -13,6 +13,7 @@ pub mod semconv;
 pub mod spans;
 
 mod after;
+mod bound;
 mod deferred;
 mod export;
 mod trace;
@@ -216,7 +217,7 @@ impl TelemetryConfig {
 
 /// The ManualReader that `/metrics` collects from, shared with the meter provider.
 #[derive(Debug, Clone)]
-struct SharedReader(Arc<ManualReader>);
+pub(crate) struct SharedReader(pub(crate) Arc<ManualReader>);
 
 impl MetricReader for SharedReader {
     fn register_pipeline(&self, pipeline: std::sync::Weak<Pipeline>) {
