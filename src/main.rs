@@ -11,9 +11,9 @@ use triage::reload::{self, ReloadSource, SharedRouterFactory};
 use triage::telemetry::{self, Telemetry, TelemetryConfig};
 use triage::{config, server, state::AppState};
 
-/// glibc's allocator spent about a fifth of the proxy path's instructions (callgrind: arena
-/// locking and consolidation, most allocations freed on another thread than the one that
-/// made them); bench/README.md "Ninth session" has the numbers.
+/// glibc's allocator spent about a fifth of the proxy path's instructions (callgrind:
+/// `_int_malloc`, `_int_free`, consolidation, arena locks). Built without transparent huge
+/// pages, which had doubled idle RSS. bench/README.md "Ninth session" has the numbers.
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
