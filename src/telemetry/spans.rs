@@ -90,6 +90,7 @@ struct Req {
     stream: bool,
     confidence: Option<f32>,
     response_model: Option<String>,
+    /// Token usage for the server span: from the winning reply at the end, or the stream.
     usage: Option<Usage>,
     /// The winning attempt of a complete (non-streamed) answer, ended with the request.
     won: Option<Won>,
@@ -339,7 +340,6 @@ impl RequestTelemetry {
     /// The winning attempt answered with a complete body.
     pub fn answered(&mut self, a: Answer) {
         if let Some(r) = &mut self.inner {
-            r.usage = a.won.as_ref().and_then(|w| w.head.usage);
             r.won = a.won;
         }
     }
@@ -361,7 +361,7 @@ impl RequestTelemetry {
         let instruments = r.instruments.clone();
         instruments.after.run(move || {
             if let Some(won) = r.won.take() {
-                r.response_model = won.end();
+                (r.response_model, r.usage) = won.end();
             }
             r.end_at(at, status, error, message.as_deref(), None);
         });
@@ -522,8 +522,8 @@ impl Attempt {
 }
 
 impl Won {
-    /// Ends the attempt; returns the response model for the server span.
-    fn end(self) -> Option<String> {
+    /// Ends the attempt; returns the response model and usage for the server span.
+    fn end(self) -> (Option<String>, Option<Usage>) {
         let a = self.attempt;
         let ReplyHead { usage, model: response_model, id, choices } = self.head;
         let mut extra = Vec::new();
@@ -546,7 +546,7 @@ impl Won {
             }
         }
         a.succeed(self.at, response_model.clone(), usage, extra);
-        response_model
+        (response_model, usage)
     }
 }
 

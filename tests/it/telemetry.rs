@@ -236,6 +236,8 @@ async fn a_routed_request_arrives_over_otlp_as_one_trace_with_genai_attributes_a
     assert_eq!(string(attrs, "gen_ai.request.model").as_deref(), Some("triage"));
     assert_eq!(string(attrs, "gen_ai.response.model").as_deref(), Some("up-b"));
     assert_eq!(int(attrs, "http.response.status_code"), Some(200));
+    assert_eq!(int(attrs, "gen_ai.usage.input_tokens"), Some(11), "the winning reply's usage");
+    assert_eq!(int(attrs, "gen_ai.usage.output_tokens"), Some(4));
     assert_eq!(string(attrs, "triage.category").as_deref(), Some("none"));
     assert!(value(attrs, "gen_ai.input.messages").is_none(), "prompts only when the operator opts in");
 
