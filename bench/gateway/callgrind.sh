@@ -16,6 +16,7 @@
 # the first time: ~13 min on 2 cores). Counts are of user-space instructions only.
 #
 # Env: HARNESS, WORKDIR (as run.sh), SECS (default 10), OUT (default /tmp/triage-callgrind),
+# STREAM (1: streamed requests, "per request" is then per stream of 22 events),
 # CG_TARGET_DIR (default ${TMPDIR:-/tmp}/triage-cg-target).
 set -euo pipefail
 
@@ -51,7 +52,12 @@ trap cleanup EXIT
 MOCK_ADDR=127.0.0.1:18000 MOCK_THREADS=1 taskset -c 1 "$H/mock/target/release/mock-openai" >"$OUT/mock.log" 2>&1 &
 MOCK_PID=$!
 
-export BENCH_BODY='{"model":"mock","messages":[{"role":"user","content":"Say hello."}],"max_tokens":32}'
+# STREAM=1 counts streamed requests instead (the mock sends its 22 events at once).
+if [[ ${STREAM:-0} == 1 ]]; then
+  export BENCH_BODY='{"model":"mock","messages":[{"role":"user","content":"Say hello."}],"max_tokens":32,"stream":true}'
+else
+  export BENCH_BODY='{"model":"mock","messages":[{"role":"user","content":"Say hello."}],"max_tokens":32}'
+fi
 export BENCH_KEY=sk-bench-master
 
 count() { # name port command...
@@ -79,7 +85,7 @@ PY
 }
 
 {
-  echo "# $(date -Is) $(cd "$REPO" && git rev-parse --short HEAD) triage=$TRIAGE"
+  echo "# $(date -Is) $(cd "$REPO" && git rev-parse --short HEAD) triage=$TRIAGE stream=${STREAM:-0}"
   PASSTHRU_ADDR=127.0.0.1:4101 PASSTHRU_UPSTREAM=http://127.0.0.1:18000 PASSTHRU_THREADS=1 \
     count passthru 4101 "$H/mock/target/release/passthru"
   (cd "$REPO" && count triage 8090 "$TRIAGE" serve --no-watch --config "$CONFIG" --listen 127.0.0.1:8090)

@@ -255,13 +255,20 @@ where
     S: Stream<Item = Result<Bytes, reqwest::Error>> + Send + Unpin + 'static,
     F: Fn(Option<reqwest::Error>) -> ExpertError + Send + 'static,
 {
-    futures::stream::unfold(Some((upstream, on_error)), move |state| async move {
-        let (mut upstream, on_error) = state?;
-        match timeout_at(deadline, upstream.next()).await {
-            Err(_) => Some((Err(on_error(None)), None)),
-            Ok(None) => None,
-            Ok(Some(Err(e))) => Some((Err(on_error(Some(e))), None)),
-            Ok(Some(Ok(b))) => Some((Ok(b), Some((upstream, on_error)))),
+    // One timer for the whole stream: a `timeout_at` per event built and registered a new
+    // timer entry for every chunk.
+    let expiry = Box::pin(tokio::time::sleep_until(deadline));
+    futures::stream::unfold(Some((upstream, on_error, expiry)), |state| async move {
+        let (mut upstream, on_error, mut expiry) = state?;
+        tokio::select! {
+            // The upstream first: a chunk that is already there is relayed, as before.
+            biased;
+            next = upstream.next() => match next {
+                None => None,
+                Some(Err(e)) => Some((Err(on_error(Some(e))), None)),
+                Some(Ok(b)) => Some((Ok(b), Some((upstream, on_error, expiry)))),
+            },
+            () = &mut expiry => Some((Err(on_error(None)), None)),
         }
     })
 }
