@@ -155,7 +155,7 @@ impl Relay {
             return None;
         }
         // Some servers put usage on the last content chunk: keep the content, drop the field.
-        let mut chunk = parse_data(event)?;
+        let mut chunk: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&data).ok()?;
         chunk.remove("usage");
         let json = serde_json::to_string(&chunk).ok()?;
         Some(Bytes::from(format!("data: {json}\n\n")))
@@ -299,11 +299,6 @@ fn data_payload(event: &[u8]) -> Option<String> {
         return None;
     }
     Some(data.join("\n"))
-}
-
-/// The JSON object in an event's `data:` line(s), if it is one.
-fn parse_data(event: &[u8]) -> Option<serde_json::Map<String, serde_json::Value>> {
-    serde_json::from_str(&data_payload(event)?).ok()
 }
 
 #[cfg(test)]
