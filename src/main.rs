@@ -1,3 +1,4 @@
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,6 +25,8 @@ fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER)))
         .with_writer(std::io::stderr)
+        // Colours for a person at a terminal; a log file or a container's log gets plain text.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     match Cli::parse().command {
         Command::Serve { config, listen, no_watch } => serve(config, listen, !no_watch),
@@ -79,14 +82,18 @@ fn serve(paths: Vec<PathBuf>, listen: Option<SocketAddr>, watch: bool) -> anyhow
     let telemetry = TelemetryConfig::from_env().and_then(|c| Telemetry::start(&c)).context("telemetry")?;
     telemetry::set_global(&telemetry);
     let served = runtime.block_on(async {
+        // Bound before anything loads: a taken port fails in milliseconds, not after seconds
+        // of model loading, and a client that connects while experts load waits in the
+        // kernel's backlog and is served once they are ready, instead of being refused.
+        let listener =
+            tokio::net::TcpListener::bind(server_cfg.listen).await.with_context(|| format!("binding {}", server_cfg.listen))?;
+        tracing::info!(listen = %server_cfg.listen, "Listening; loading experts and routers before serving.");
         // Loading local models and routers takes seconds of CPU: keep it off the async workers.
         let factory = routers.clone();
         let tel = telemetry.clone();
         let state =
             tokio::task::spawn_blocking(move || AppState::with_telemetry(config, &*factory, source, tel)).await??;
         let state = Arc::new(state);
-        let listener =
-            tokio::net::TcpListener::bind(server_cfg.listen).await.with_context(|| format!("binding {}", server_cfg.listen))?;
         let _watcher = if watch { reload::watch(state.clone()).context("watching the config files")? } else { None };
         spawn_sighup_reload(state.clone());
         tracing::info!(listen = %server_cfg.listen, config = %origin, version = %state.snapshot.load().version(), "Triage is serving.");

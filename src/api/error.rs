@@ -31,6 +31,8 @@ pub enum ApiError {
     ShuttingDown,
     #[error("Not found.")]
     RouteNotFound,
+    #[error("Invalid method for URL ({method} {path}).")]
+    MethodNotAllowed { method: String, path: String },
     #[error("No request with id `{0}` is in the ledger.")]
     UnknownRequest(String),
     #[error("The request ledger is not enabled on this gateway.")]
@@ -156,6 +158,7 @@ impl ApiError {
             Self::NoExpertAvailable(_) => "no_expert_available",
             Self::ShuttingDown => "shutting_down",
             Self::RouteNotFound => "route_not_found",
+            Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::ContentType => "content_type",
             Self::UnknownRequest(_) => "request_not_found",
             Self::LedgerDisabled => "ledger_disabled",
@@ -180,6 +183,7 @@ impl ApiError {
             | Self::UnknownRequest(_)
             | Self::LedgerDisabled
             | Self::KeyNotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::Ledger(_) | Self::Keys(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::MissingApiKey | Self::InvalidApiKey | Self::RevokedApiKey | Self::AdminKeyRequired => {
                 StatusCode::UNAUTHORIZED
@@ -202,6 +206,7 @@ impl ApiError {
             }
             Self::ModelNotFound(_) => ("invalid_request_error", Some("model_not_found")),
             Self::RouteNotFound => ("invalid_request_error", Some("not_found")),
+            Self::MethodNotAllowed { .. } => ("invalid_request_error", Some("method_not_allowed")),
             Self::UnknownRequest(_) => ("invalid_request_error", Some("request_not_found")),
             Self::LedgerDisabled => ("invalid_request_error", Some("ledger_disabled")),
             Self::Ledger(_) => ("server_error", Some("ledger_error")),
@@ -224,6 +229,7 @@ impl ApiError {
                 ExpertError::Overloaded { .. } => ("rate_limit_error", Some("expert_overloaded")),
                 ExpertError::NotHot { .. } => ("server_error", Some("expert_not_hot")),
                 ExpertError::ContextExceeded { .. } => ("invalid_request_error", Some("context_length_exceeded")),
+                ExpertError::Unsupported { .. } => ("invalid_request_error", Some("unsupported_parameter")),
                 ExpertError::Status { status, .. } if *status == StatusCode::TOO_MANY_REQUESTS => {
                     ("rate_limit_error", Some("upstream_rate_limited"))
                 }
@@ -244,6 +250,7 @@ impl ApiError {
             Self::ModelNotFound(_) | Self::Unsupported { .. } | Self::ModelNotAllowed(_) => Some("model"),
             Self::UnknownRequest(_) => Some("request_id"),
             Self::Upstream(ExpertError::ContextExceeded { .. }) => Some("messages"),
+            Self::Upstream(ExpertError::Unsupported { param, .. }) => Some(param),
             _ => None,
         }
     }
@@ -255,7 +262,7 @@ fn upstream_status(e: &ExpertError) -> StatusCode {
         ExpertError::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
         // Loading: the gateway's own capacity, not an upstream failure.
         ExpertError::NotHot { .. } => StatusCode::SERVICE_UNAVAILABLE,
-        ExpertError::ContextExceeded { .. } => StatusCode::BAD_REQUEST,
+        ExpertError::ContextExceeded { .. } | ExpertError::Unsupported { .. } => StatusCode::BAD_REQUEST,
         ExpertError::Status { status, .. } if *status == StatusCode::TOO_MANY_REQUESTS => StatusCode::TOO_MANY_REQUESTS,
         // The backend judged the request itself invalid (400, 404, 422): that is the
         // client's to fix, so it gets the backend's status, not a 502.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -30,6 +30,8 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/models", get(models))
+        // A wildcard: expert names may hold a `/` (`org/model`), as OpenAI-style ids do.
+        .route("/v1/models/{*model}", get(model))
         .route("/v1/route", post(admin::route))
         .route("/admin/policies", get(admin::policies))
         .route("/admin/reload", post(admin::reload))
@@ -44,6 +46,9 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/admin/keys", post(admin::create_key).get(admin::list_keys))
         .route("/admin/keys/{name}", axum::routing::delete(admin::revoke_key))
         .fallback(|| async { ApiError::RouteNotFound })
+        .method_not_allowed_fallback(|method: axum::http::Method, uri: axum::http::Uri| async move {
+            ApiError::MethodNotAllowed { method: method.to_string(), path: uri.path().to_string() }
+        })
         .layer(DefaultBodyLimit::max(limit))
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(state.limits.body_read_timeout))
         // Outermost: header limits and credentials are checked before anything else runs,
@@ -58,10 +63,17 @@ pub fn app(state: Arc<AppState>) -> Router {
 async fn guard(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
     let held = state.load.request();
     let started = std::time::Instant::now();
-    let resp = match admit(&state, &mut req) {
+    let mut resp = match admit(&state, &mut req) {
         Ok(()) => next.run(req).await,
         Err(refusal) => refused(&state, refusal, started).await,
     };
+    // The chat and embeddings handlers set the id their ledger record carries; every other
+    // response (models, health, a 404 or 405) gets one here, so each can be quoted.
+    if !resp.headers().contains_key(HEADER_REQUEST_ID) {
+        if let Ok(v) = HeaderValue::try_from(ulid::Ulid::new().to_string()) {
+            resp.headers_mut().insert(HEADER_REQUEST_ID, v);
+        }
+    }
     let (parts, body) = resp.into_parts();
     Response::from_parts(parts, axum::body::Body::new(Counted { body, _held: held }))
 }
@@ -176,23 +188,37 @@ async fn embeddings(
 }
 
 /// Lists what the caller may use: a key restricted to some models sees only those.
+/// The models a caller may use, as OpenAI's model objects: virtual models first.
+fn model_objects(state: &AppState, principal: Option<&Principal>) -> Vec<serde_json::Value> {
+    let snap = state.snapshot.load();
+    let allowed = |name: &str| principal.is_none_or(|p| p.key.allows_model(name));
+    let object = |id: &str, owned_by: &str| json!({"id": id, "object": "model", "created": 0, "owned_by": owned_by});
+    let virtuals = snap.virtual_models().iter().filter(|m| allowed(&m.name)).map(|m| object(&m.name, "triage-router"));
+    let experts = snap.experts().iter().filter(|e| allowed(e.name())).map(|e| object(e.name(), "triage-expert"));
+    virtuals.chain(experts).collect()
+}
+
 async fn models(
     State(state): State<Arc<AppState>>,
     principal: Option<Extension<Principal>>,
 ) -> Json<serde_json::Value> {
-    let snap = state.snapshot.load();
-    let allowed = |name: &str| principal.as_ref().is_none_or(|Extension(p)| p.key.allows_model(name));
-    let experts = snap
-        .experts()
-        .iter()
-        .filter(|e| allowed(e.name()))
-        .map(|e| json!({"id": e.name(), "object": "model", "created": 0, "owned_by": "triage-expert"}));
-    let virtuals = snap
-        .virtual_models()
-        .iter()
-        .filter(|m| allowed(&m.name))
-        .map(|m| json!({"id": m.name, "object": "model", "created": 0, "owned_by": "triage-router"}));
-    Json(json!({"object": "list", "data": virtuals.chain(experts).collect::<Vec<_>>()}))
+    let data = model_objects(&state, principal.as_ref().map(|Extension(p)| p));
+    Json(json!({"object": "list", "data": data}))
+}
+
+/// `GET /v1/models/{model}` (the SDKs' `models.retrieve`). A model the caller's key may
+/// not use is not found, as on OpenAI.
+async fn model(
+    State(state): State<Arc<AppState>>,
+    principal: Option<Extension<Principal>>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = id.strip_prefix('/').unwrap_or(&id);
+    model_objects(&state, principal.as_ref().map(|Extension(p)| p))
+        .into_iter()
+        .find(|m| m["id"] == id)
+        .map(Json)
+        .ok_or_else(|| ApiError::ModelNotFound(id.to_string()))
 }
 
 async fn health() -> Json<serde_json::Value> {

@@ -370,8 +370,9 @@ where
     let mut last_error = None;
     let mut attempts = 0u32;
     let mut tries = vec![0u32; candidates.len()];
-    // Experts whose context window the prompt does not fit: trying them again cannot help.
-    let mut too_small = vec![false; candidates.len()];
+    // Experts that cannot take this request (the prompt does not fit their context window,
+    // or it needs what they cannot do): trying them again cannot help.
+    let mut cannot_take = vec![false; candidates.len()];
     let max_picks = candidates.len() * resilience.max_attempts as usize;
     for pick in 0..max_picks {
         if attempts >= resilience.max_attempts {
@@ -379,7 +380,7 @@ where
         }
         let i = pick % candidates.len();
         let expert = &candidates[i];
-        if too_small[i] {
+        if cannot_take[i] {
             continue;
         }
         if expert.breaker.admit() == Admission::Open {
@@ -402,10 +403,11 @@ where
                 tracing::warn!(error = %e, expert = %expert.name(), attempt = attempts, "Expert call failed; trying the next.");
                 // A local expert still loading, or with a full queue, is healthy: its
                 // breaker must not open (else one tenant's flood would shut out all).
-                // Nor must a prompt too long for it, which is the request's doing.
+                // Nor must a request it cannot take (too long, or an image for a text
+                // model), which is the request's doing.
                 match e {
                     ExpertError::NotHot { .. } | ExpertError::Overloaded { .. } => {}
-                    ExpertError::ContextExceeded { .. } => too_small[i] = true,
+                    ExpertError::ContextExceeded { .. } | ExpertError::Unsupported { .. } => cannot_take[i] = true,
                     _ => expert.breaker.record_failure(),
                 }
                 tried.push(expert.name().to_string());

@@ -14,6 +14,7 @@ use tokio::time::{timeout, timeout_at, Instant};
 use super::{CallOptions, ExpertError, Reply, ReplyHead, Usage};
 use crate::api::error::error_json;
 use crate::config::{LocalSettings, NotHot, Timeouts};
+use crate::dispatch::request::type_name;
 use crate::local::{
     Arch, ChatMessage, FinishReason, GenEvent, GenRequest, LocalConfig, LocalError, LocalExpert, WeightFormat,
 };
@@ -23,6 +24,8 @@ use crate::tiers::{Lease, Registration, TierError, TierManager, Wait};
 const QUEUE_FULL_RETRY_AFTER_SECS: u64 = 1;
 /// `GenEvent::TooLong` is only ever a first event, which both paths turn into
 /// `ContextExceeded`; should one come later, both report it with these words.
+/// The roles a chat template places; any other is refused, as OpenAI refuses it.
+const ROLES: [&str; 6] = ["system", "developer", "user", "assistant", "tool", "function"];
 const TOO_LONG_LATE: &str = "refused the prompt after generation had started";
 
 pub struct LocalBackend {
@@ -106,8 +109,7 @@ impl LocalBackend {
             ));
         }
         let expert = LocalExpert::spawn(name, cfg).map_err(|e| unavailable(name, e.to_string()))?;
-        let info = expert.info();
-        tracing::info!(expert = %name, arch = %info.arch, params = info.params, bytes = info.bytes, load_ms = info.load_time.as_millis() as u64, "Local expert loaded.");
+        // `spawn` logs the load (architecture, weights, size, time).
         Ok(Self { name: name.to_string(), residency: Residency::Fixed(expert), timeouts: s.timeouts.clone() })
     }
 
@@ -292,42 +294,113 @@ impl LocalBackend {
         Reply::Stream { events: futures::stream::once(async move { Ok(role) }).chain(events).boxed() }
     }
 
-    /// The sampling parameters the local engine understands; the rest of the body has
-    /// no meaning for a local model and is ignored, as llama.cpp's server does.
+    /// The sampling parameters the local engine understands, checked as OpenAI checks them.
+    /// Fields with no meaning for a local model (`user`, `metadata`, `store`, ...) are
+    /// ignored, as llama.cpp's server does. A request that needs what a text-only local
+    /// model cannot do (an image, tools, JSON mode, log probabilities) is refused with
+    /// [`ExpertError::Unsupported`], so a routed list moves on to an expert that can.
     fn gen_request(&self, body: &Map<String, Value>) -> Result<GenRequest, ExpertError> {
         let bad =
             |param: &str, what: &str| bad_request(&self.name, &format!("Invalid '{param}': {what}."), Some(param));
-        if body.get("n").and_then(Value::as_u64).is_some_and(|n| n != 1) {
+        let wrong_type = |param: &str, expected: &str, v: &Value| {
+            let message = format!("Invalid type for '{param}': expected {expected}, got {}.", type_name(v));
+            bad_request(&self.name, &message, Some(param))
+        };
+        let unsupported = |param: &str, what: &str| ExpertError::Unsupported {
+            expert: self.name.clone(),
+            param: param.to_string(),
+            message: format!("{what}: `{}` is a local text model. Use an expert that supports it.", self.name),
+        };
+        let present = |k: &str| body.get(k).filter(|v| !v.is_null());
+        let number = |k: &str| match present(k) {
+            None => Ok(None),
+            Some(v) => v.as_f64().map(Some).ok_or_else(|| wrong_type(k, "a number", v)),
+        };
+        let count = |k: &str| match present(k) {
+            None => Ok(None),
+            Some(v) => v.as_u64().map(Some).ok_or_else(|| wrong_type(k, "a non-negative integer", v)),
+        };
+        if count("n")?.is_some_and(|n| n != 1) {
             return Err(bad("n", "local experts generate one choice"));
         }
-        let messages = body
-            .get("messages")
-            .and_then(Value::as_array)
-            .map(|ms| {
-                ms.iter()
-                    .map(|m| ChatMessage::new(m["role"].as_str().unwrap_or("user"), content_text(&m["content"])))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let f64_of = |k: &str| body.get(k).and_then(Value::as_f64);
-        let max_tokens = body.get("max_completion_tokens").or_else(|| body.get("max_tokens")).and_then(Value::as_u64);
+        let tool_choice_none = body.get("tool_choice").and_then(Value::as_str) == Some("none");
+        for param in ["tools", "functions"] {
+            let asked = present(param).is_some_and(|v| v.as_array().is_none_or(|a| !a.is_empty()));
+            if asked && !tool_choice_none {
+                return Err(unsupported(param, &format!("'{param}' cannot be used")));
+            }
+        }
+        if let Some(f) = present("response_format") {
+            let kind = f.get("type").and_then(Value::as_str).unwrap_or("");
+            if kind != "text" {
+                return Err(unsupported(
+                    "response_format",
+                    &format!("'response_format' of type '{kind}' cannot be met"),
+                ));
+            }
+        }
+        if present("logprobs").is_some_and(|v| v.as_bool() != Some(false)) {
+            return Err(unsupported("logprobs", "Log probabilities cannot be returned"));
+        }
+        let mut messages = Vec::new();
+        for (i, m) in body.get("messages").and_then(Value::as_array).into_iter().flatten().enumerate() {
+            let role = m["role"].as_str().unwrap_or("user");
+            if !ROLES.contains(&role) {
+                let what = format!("unknown role '{role}' (supported: {})", ROLES.join(", "));
+                return Err(bad(&format!("messages[{i}].role"), &what));
+            }
+            let text = match &m["content"] {
+                Value::Null => String::new(),
+                Value::String(s) => s.clone(),
+                Value::Array(parts) => {
+                    let mut texts = Vec::with_capacity(parts.len());
+                    for (j, part) in parts.iter().enumerate() {
+                        match (part.get("type").and_then(Value::as_str), part.get("text").and_then(Value::as_str)) {
+                            (Some("text"), Some(text)) => texts.push(text),
+                            (Some("text"), None) => {
+                                let param = format!("messages[{i}].content[{j}].text");
+                                return Err(wrong_type(&param, "a string", part.get("text").unwrap_or(&Value::Null)));
+                            }
+                            (Some(kind), _) => {
+                                let param = format!("messages[{i}].content[{j}].type");
+                                return Err(unsupported(&param, &format!("Content of type '{kind}' cannot be read")));
+                            }
+                            (None, _) => {
+                                let param = format!("messages[{i}].content[{j}].type");
+                                return Err(bad(&param, "each content part needs a string 'type'"));
+                            }
+                        }
+                    }
+                    texts.join("\n")
+                }
+                other => return Err(wrong_type(&format!("messages[{i}].content"), "a string or an array", other)),
+            };
+            // OpenAI's newer name for the system role; chat templates know `system`.
+            let role = if role == "developer" { "system" } else { role };
+            messages.push(ChatMessage::new(role, text));
+        }
+        let max_tokens = match count("max_completion_tokens")? {
+            Some(t) => Some(t),
+            None => count("max_tokens")?,
+        };
         let stop = match body.get("stop") {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::String(s)) => vec![s.clone()],
             Some(Value::Array(a)) => a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
             Some(_) => return Err(bad("stop", "expected a string or an array of strings")),
         };
+        let float = |k: &str| number(k).map(|v| v.map(|v| v as f32));
         Ok(GenRequest {
             messages,
             max_tokens: max_tokens.map(|t| t.min(u64::from(u32::MAX)) as u32),
-            temperature: f64_of("temperature"),
-            top_p: f64_of("top_p"),
-            top_k: body.get("top_k").and_then(Value::as_u64).map(|k| k as usize),
-            seed: body.get("seed").and_then(Value::as_u64),
+            temperature: number("temperature")?,
+            top_p: number("top_p")?,
+            top_k: count("top_k")?.map(|k| k as usize),
+            seed: count("seed")?,
             stop,
-            presence_penalty: f64_of("presence_penalty").map(|v| v as f32),
-            frequency_penalty: f64_of("frequency_penalty").map(|v| v as f32),
-            repetition_penalty: f64_of("repetition_penalty").map(|v| v as f32),
+            presence_penalty: float("presence_penalty")?,
+            frequency_penalty: float("frequency_penalty")?,
+            repetition_penalty: float("repetition_penalty")?,
         })
     }
 }
@@ -344,19 +417,5 @@ fn usage(prompt: u32, completion: u32) -> Usage {
         prompt_tokens: prompt.into(),
         completion_tokens: completion.into(),
         total_tokens: u64::from(prompt) + u64::from(completion),
-    }
-}
-
-/// A message's text: a string, or the `text` parts of an array.
-fn content_text(c: &Value) -> String {
-    match c {
-        Value::String(s) => s.clone(),
-        Value::Array(parts) => parts
-            .iter()
-            .filter(|p| p.get("type").and_then(Value::as_str) == Some("text"))
-            .filter_map(|p| p.get("text").and_then(Value::as_str))
-            .collect::<Vec<_>>()
-            .join("\n"),
-        _ => String::new(),
     }
 }

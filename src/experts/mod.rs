@@ -105,6 +105,10 @@ pub enum ExpertError {
          the length of the messages."
     )]
     ContextExceeded { expert: String, prompt_tokens: usize, context_length: usize },
+    /// The request needs what this expert cannot do: a text-only local model given an
+    /// image, tools, JSON mode or log probabilities. Another expert in the list may.
+    #[error("{message}")]
+    Unsupported { expert: String, param: String, message: String },
 }
 
 impl ExpertError {
@@ -126,8 +130,9 @@ impl ExpertError {
             | Self::Overloaded { .. }
             | Self::NotHot { .. }
             | Self::Unavailable { .. }
-            // A later expert in the list may have a larger context window.
-            | Self::ContextExceeded { .. } => true,
+            // A later expert in the list may have a larger context window, or read images.
+            | Self::ContextExceeded { .. }
+            | Self::Unsupported { .. } => true,
             Self::TotalTimeout { .. } | Self::Stream { .. } => false,
         }
     }
@@ -147,6 +152,7 @@ impl ExpertError {
             Self::Unavailable { .. } => "unavailable",
             Self::Stream { .. } => "stream",
             Self::ContextExceeded { .. } => "context_length_exceeded",
+            Self::Unsupported { .. } => "unsupported",
         }
     }
 }

@@ -350,3 +350,157 @@ async fn a_prompt_over_the_context_window_is_a_400_and_falls_to_the_next_expert(
     // A refusal is the request's fault: the local expert's breaker stays closed.
     assert_eq!(big.hits(), 1);
 }
+
+/// A text-only local expert refuses what it cannot do (an image, tools, JSON mode, log
+/// probabilities) with OpenAI's 400 and the parameter's path, instead of answering as if
+/// the request had not asked for it; in a routed list the next expert takes such a request,
+/// unchanged. Wrong types and unknown roles are the client's error and go nowhere else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_expert_refuses_what_it_cannot_do_and_the_next_expert_takes_it() {
+    use crate::mock::{Behavior, Mock};
+    let big = Mock::start("big", Behavior::Ok).await;
+    let smollm = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/smollm2-135m-instruct-q4_1.gguf");
+    let cfg = format!(
+        "[[experts]]\nname = \"tiny\"\nkind = \"local\"\npath = {:?}\nthreads = 1\n\
+         [[experts]]\nname = \"big\"\nkind = \"openai\"\nbase_url = \"{}\"\n\
+         [[models]]\nname = \"triage\"\nexperts = [\"tiny\", \"big\"]\n",
+        smollm.display().to_string(),
+        big.url()
+    );
+    let gw = crate::support::Gateway::start(&cfg).await;
+    let ask = |model: &str, extra: Value| {
+        let mut body = json!({"model": model, "max_tokens": 4, "messages": [{"role": "user", "content": "Say hi."}]});
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        let req = client().post(gw.url("/v1/chat/completions")).json(&body);
+        async move {
+            let r = req.send().await.unwrap();
+            let (status, expert) = (r.status().as_u16(), r.headers().get("x-triage-expert").cloned());
+            let v: Value = r.json().await.unwrap();
+            (status, expert.map(|h| h.to_str().unwrap().to_string()), v)
+        }
+    };
+    let image = json!({"messages": [{"role": "user", "content": [
+        {"type": "text", "text": "What is in this picture?"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]}]});
+    let tools =
+        json!({"tools": [{"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}]});
+    let cases = [
+        (image, "messages[0].content[1].type", "'image_url'"),
+        (tools.clone(), "tools", "'tools'"),
+        (json!({"response_format": {"type": "json_object"}}), "response_format", "'json_object'"),
+        (json!({"logprobs": true}), "logprobs", "Log probabilities"),
+    ];
+    for (extra, param, words) in &cases {
+        let (status, _, e) = ask("tiny", extra.clone()).await;
+        assert_eq!(status, 400, "{e}");
+        assert_eq!(e["error"]["code"], "unsupported_parameter", "{e}");
+        assert_eq!(e["error"]["type"], "invalid_request_error", "{e}");
+        assert_eq!(e["error"]["param"], *param, "{e}");
+        let msg = e["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(words) && msg.contains("`tiny` is a local text model"), "{msg}");
+    }
+    assert_eq!(big.hits(), 0);
+    for (n, (extra, _, _)) in cases.iter().enumerate() {
+        let (status, expert, v) = ask("triage", extra.clone()).await;
+        assert_eq!((status, expert.as_deref()), (200, Some("big")), "the next expert took it: {v}");
+        assert_eq!(big.hits(), n + 1);
+        for (key, value) in extra.as_object().unwrap() {
+            assert_eq!(&big.last_body()[key], value, "passed on unchanged");
+        }
+    }
+
+    // Tools the client says not to call are no reason to refuse; a text part is read.
+    let (status, expert, v) = ask("tiny", json!({"tools": tools["tools"], "tool_choice": "none"})).await;
+    assert_eq!((status, expert.as_deref()), (200, Some("tiny")), "{v}");
+    let parts = json!({"messages": [{"role": "developer", "content": "Be brief."},
+                                    {"role": "user", "content": [{"type": "text", "text": "Say hi."}]}]});
+    let (status, expert, v) = ask("tiny", parts).await;
+    assert_eq!((status, expert.as_deref()), (200, Some("tiny")), "{v}");
+
+    // The client's own mistakes: 400 with the parameter, and no other expert is asked.
+    let hits = big.hits();
+    for (extra, param, words) in [
+        (json!({"temperature": "hot"}), "temperature", "expected a number, got a string"),
+        (json!({"seed": -3}), "seed", "expected a non-negative integer"),
+        (json!({"messages": [{"role": "wizard", "content": "hi"}]}), "messages[0].role", "unknown role 'wizard'"),
+        (
+            json!({"messages": [{"role": "user", "content": 42}]}),
+            "messages[0].content",
+            "expected a string or an array",
+        ),
+    ] {
+        let (status, _, e) = ask("triage", extra).await;
+        assert_eq!(status, 400, "{e}");
+        assert_eq!(e["error"]["param"], param, "{e}");
+        assert!(e["error"]["message"].as_str().unwrap().contains(words), "{e}");
+    }
+    assert_eq!(big.hits(), hits, "a malformed request is not passed on");
+}
+
+/// `serve` binds its port before it loads anything. A taken port fails at once, before a
+/// model is read. A client that connects while the embedded default's experts and router
+/// load waits in the backlog and is answered once they are ready, not refused. The log,
+/// written to a pipe, is plain text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_binds_before_loading_and_an_early_client_is_served_when_ready() {
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let serve = |addr: std::net::SocketAddr| {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_triage"));
+        cmd.args(["serve", "--no-watch", "--listen", &addr.to_string()])
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        cmd
+    };
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(60), serve(addr).output()).await.unwrap().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{log}");
+    assert!(log.contains(&format!("binding {addr}")), "names the address: {log}");
+    assert!(!log.contains("Local expert loaded"), "fails before any model loads: {log}");
+    drop(taken);
+
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let mut child = serve(addr).spawn().unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut log = String::new();
+    let next_line = |line: Option<String>, log: &mut String| {
+        let line = line.expect("the gateway exited");
+        log.push_str(&line);
+        log.push('\n');
+        line
+    };
+    let deadline = Duration::from_secs(120);
+    tokio::time::timeout(deadline, async {
+        while !next_line(lines.next_line().await.unwrap(), &mut log).contains("Listening; loading experts") {}
+    })
+    .await
+    .expect("the gateway logs that it listens");
+    // Connected and asked while the experts load: the gateway has not said it serves yet.
+    let mut early = tokio::net::TcpStream::connect(addr).await.expect("the port accepts during loading");
+    early.write_all(b"GET /ready HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await.unwrap();
+    let asked = Instant::now();
+    let reply = tokio::spawn(async move {
+        let mut reply = String::new();
+        early.read_to_string(&mut reply).await.unwrap();
+        (reply, Instant::now())
+    });
+    tokio::time::timeout(deadline, async {
+        while !next_line(lines.next_line().await.unwrap(), &mut log).contains("Triage is serving") {}
+    })
+    .await
+    .expect("the gateway starts serving");
+    let serving = Instant::now();
+    assert!(log.contains("Local expert loaded"), "the experts loaded in between: {log}");
+    // Had the gateway been serving already, its line would have been waiting in the pipe.
+    assert!(serving - asked > Duration::from_millis(100), "asked {:?} before serving", serving - asked);
+    let (reply, answered) = tokio::time::timeout(deadline, reply).await.unwrap().unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200"), "answered once ready: {reply}");
+    assert!(answered >= serving - Duration::from_millis(50), "answered after loading, not before");
+    assert!(!log.contains('\u{1b}'), "no colour codes in a piped log: {log}");
+    child.kill().await.unwrap();
+}

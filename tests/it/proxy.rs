@@ -252,6 +252,22 @@ async fn models_lists_virtual_models_and_experts() {
     let ids: Vec<&str> = v["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["triage", "a"]);
     assert_eq!(v["object"], "list");
+
+    // One model by id (the SDKs' `models.retrieve`), the same object the list holds.
+    for (i, id) in ids.iter().enumerate() {
+        let one: Value = client().get(gw.url(&format!("/v1/models/{id}"))).send().await.unwrap().json().await.unwrap();
+        assert_eq!(one, v["data"][i], "{one}");
+    }
+    let e = error_body(client().get(gw.url("/v1/models/org/none")).send().await.unwrap(), 404).await;
+    assert_eq!(e["error"]["code"], "model_not_found", "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("`org/none`"), "{e}");
+
+    // A wrong method is an OpenAI-shaped 405 that names the method and the path.
+    let r = client().get(gw.url("/v1/chat/completions")).send().await.unwrap();
+    assert_eq!(r.headers()["allow"], "POST");
+    let e = error_body(r, 405).await;
+    assert_eq!(e["error"]["code"], "method_not_allowed", "{e}");
+    assert_eq!(e["error"]["message"], "Invalid method for URL (GET /v1/chat/completions).", "{e}");
 }
 
 #[tokio::test]

@@ -45,10 +45,17 @@ e = client.embeddings.create(model=embed_model, input=["a", "b"])
 assert len(e.data) == 2 and len(e.data[0].embedding) > 0
 ids = [m.id for m in client.models.list()]
 assert routed in ids and embed_model in ids, ids
+m = client.models.retrieve(routed)
+assert m.id == routed and m.object == "model", m
 
 # Errors raise the SDK's own exception classes.
 try:
     client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "x"}])
+    raise AssertionError("expected NotFoundError")
+except openai.NotFoundError as err:
+    assert err.status_code == 404 and err.code == "model_not_found", err.body
+try:
+    client.models.retrieve("no-such-model")
     raise AssertionError("expected NotFoundError")
 except openai.NotFoundError as err:
     assert err.status_code == 404 and err.code == "model_not_found", err.body
