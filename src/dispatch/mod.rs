@@ -326,6 +326,11 @@ async fn embeddings_inner(
     *charge = admit(state, principal, &req.model, input_chars)?;
     let snapshot = state.snapshot.load_full();
     let Some(expert) = snapshot.expert(&req.model) else {
+        if snapshot.virtual_models().iter().any(|m| m.name == req.model) {
+            // It exists, for chat: "does not exist" would send the client looking elsewhere.
+            let what = "embeddings (it routes chat requests; send embeddings to an expert that declares them)";
+            return Err(ApiError::Unsupported { model: req.model, what });
+        }
         return Err(ApiError::ModelNotFound(req.model));
     };
     if !expert.config.supports(Capability::Embeddings) {

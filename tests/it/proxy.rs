@@ -282,6 +282,11 @@ async fn embeddings_go_to_experts_that_declare_them() {
     assert_eq!(a.last_body()["model"], "up-a");
     let v = error_body(post(&gw, "/v1/embeddings", &json!({"model": "chat-only", "input": "x"})).await, 400).await;
     assert!(v["error"]["message"].as_str().unwrap().contains("embeddings"));
+    // A virtual model exists but routes chat: it is named as such, not "does not exist".
+    let v = error_body(post(&gw, "/v1/embeddings", &json!({"model": "triage", "input": "x"})).await, 400).await;
+    assert_eq!(v["error"]["param"], "model", "{v}");
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("`triage` does not support embeddings") && msg.contains("routes chat"), "{msg}");
 }
 
 #[tokio::test]
