@@ -81,19 +81,26 @@ fn serve(paths: Vec<PathBuf>, listen: Option<SocketAddr>, watch: bool) -> anyhow
     // Before the state: the components it builds record into these metrics.
     let telemetry = TelemetryConfig::from_env().and_then(|c| Telemetry::start(&c)).context("telemetry")?;
     telemetry::set_global(&telemetry);
+    let limits = config.limits.clone();
     let served = runtime.block_on(async {
         // Bound before anything loads: a taken port fails in milliseconds, not after seconds
-        // of model loading, and a client that connects while experts load waits in the
-        // kernel's backlog and is served once they are ready, instead of being refused.
+        // of model loading.
         let listener =
             tokio::net::TcpListener::bind(server_cfg.listen).await.with_context(|| format!("binding {}", server_cfg.listen))?;
         tracing::info!(listen = %server_cfg.listen, "Listening; loading experts and routers before serving.");
         // Loading local models and routers takes seconds of CPU: keep it off the async workers.
         let factory = routers.clone();
         let tel = telemetry.clone();
-        let state =
-            tokio::task::spawn_blocking(move || AppState::with_telemetry(config, &*factory, source, tel)).await??;
-        let state = Arc::new(state);
+        let loading = tokio::task::spawn_blocking(move || AppState::with_telemetry(config, &*factory, source, tel));
+        // Meanwhile `/health` answers, `/ready` and the API say 503 `loading`, and SIGTERM
+        // or Ctrl-C ends the process at once (there is nothing in flight to drain).
+        let state = tokio::select! {
+            loaded = server::serve_loading(&listener, &limits, loading) => Arc::new(loaded??),
+            () = server::shutdown_signal() => {
+                tracing::info!("Shutting down before loading finished.");
+                return Ok(Served::NotStarted);
+            }
+        };
         let _watcher = if watch { reload::watch(state.clone()).context("watching the config files")? } else { None };
         spawn_sighup_reload(state.clone());
         tracing::info!(listen = %server_cfg.listen, config = %origin, version = %state.snapshot.load().version(), "Triage is serving.");
@@ -103,11 +110,23 @@ fn serve(paths: Vec<PathBuf>, listen: Option<SocketAddr>, watch: bool) -> anyhow
             ledger.close().await.context("flushing the ledger")?;
             tracing::info!("Ledger flushed.");
         }
-        Ok::<_, anyhow::Error>(())
+        Ok::<_, anyhow::Error>(Served::Drained)
     });
     // Exports what the last requests recorded; bounded by the export timeout.
     telemetry.shutdown();
-    served
+    if let Ok(Served::NotStarted) = served {
+        // The load still runs on a blocking thread; dropping the runtime would wait for it.
+        runtime.shutdown_background();
+    }
+    served.map(|_| ())
+}
+
+/// How `serve` ended without an error.
+enum Served {
+    /// Stopped by a signal while experts and routers were still loading.
+    NotStarted,
+    /// Served, then drained in-flight requests on a signal.
+    Drained,
 }
 
 /// SIGHUP reloads the config, as operators expect of a daemon.

@@ -29,6 +29,9 @@ pub enum ApiError {
     NoExpertAvailable(String),
     #[error("The gateway is shutting down.")]
     ShuttingDown,
+    /// `serve` listens before its experts and routers are loaded; until then, this.
+    #[error("The gateway is still loading its experts and routers; retry shortly.")]
+    Loading,
     #[error("Not found.")]
     RouteNotFound,
     #[error("Invalid method for URL ({method} {path}).")]
@@ -157,6 +160,7 @@ impl ApiError {
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::NoExpertAvailable(_) => "no_expert_available",
             Self::ShuttingDown => "shutting_down",
+            Self::Loading => "loading",
             Self::RouteNotFound => "route_not_found",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::ContentType => "content_type",
@@ -193,7 +197,7 @@ impl ApiError {
             Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::ContentType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::NoExpertAvailable(_) | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NoExpertAvailable(_) | Self::ShuttingDown | Self::Loading => StatusCode::SERVICE_UNAVAILABLE,
             Self::Upstream(e) => upstream_status(e),
         }
     }
@@ -225,6 +229,7 @@ impl ApiError {
             Self::BodyTooLarge { .. } => ("invalid_request_error", Some("request_too_large")),
             Self::NoExpertAvailable(_) => ("server_error", Some("no_expert_available")),
             Self::ShuttingDown => ("server_error", Some("shutting_down")),
+            Self::Loading => ("server_error", Some("loading")),
             Self::Upstream(e) => match e {
                 ExpertError::Overloaded { .. } => ("rate_limit_error", Some("expert_overloaded")),
                 ExpertError::NotHot { .. } => ("server_error", Some("expert_not_hot")),
@@ -305,6 +310,8 @@ impl IntoResponse for ApiError {
             ApiError::QuotaExceeded { retry_after_secs, .. } | ApiError::RateLimited { retry_after_secs, .. } => {
                 Some(HeaderValue::from(*retry_after_secs))
             }
+            // The embedded default loads in seconds; OpenAI's SDKs wait this long and retry.
+            ApiError::Loading => Some(HeaderValue::from_static("1")),
             _ => None,
         };
         if let Some(ra) = retry_after {

@@ -57,6 +57,18 @@ pub fn app(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+/// What answers while `serve` loads experts and routers (see [`crate::server::serve_loading`]):
+/// the process is alive (`/health`), not ready (`/ready`: 503 `loading`), and every other
+/// call gets an OpenAI-shaped 503 with `Retry-After`, which OpenAI's SDKs retry on their own.
+/// Nothing here reads a credential or a body: nothing is served that needs one.
+pub fn loading_app() -> Router {
+    let not_ready = || async { (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "loading"}))) };
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(not_ready))
+        .fallback(|| async { with_request_id(Err(ApiError::Loading)) })
+}
+
 /// Checks header size and the credential the path needs; a client key travels on to the
 /// handlers as a [`Principal`] extension. Counts the request in flight until its response
 /// body is finished or dropped.
@@ -70,9 +82,7 @@ async fn guard(State(state): State<Arc<AppState>>, mut req: Request, next: Next)
     // The chat and embeddings handlers set the id their ledger record carries; every other
     // response (models, health, a 404 or 405) gets one here, so each can be quoted.
     if !resp.headers().contains_key(HEADER_REQUEST_ID) {
-        if let Ok(v) = HeaderValue::try_from(ulid::Ulid::new().to_string()) {
-            resp.headers_mut().insert(HEADER_REQUEST_ID, v);
-        }
+        resp = with_request_id(Ok(resp));
     }
     let (parts, body) = resp.into_parts();
     Response::from_parts(parts, axum::body::Body::new(Counted { body, _held: held }))
@@ -211,8 +221,12 @@ async fn models(
 async fn model(
     State(state): State<Arc<AppState>>,
     principal: Option<Extension<Principal>>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = id.map(|Path(id)| id).map_err(|rejection| ApiError::InvalidRequest {
+        message: format!("Invalid model id in the path: {rejection}"),
+        param: Some("model".into()),
+    })?;
     let id = id.strip_prefix('/').unwrap_or(&id);
     model_objects(&state, principal.as_ref().map(|Extension(p)| p))
         .into_iter()

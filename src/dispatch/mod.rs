@@ -130,7 +130,8 @@ async fn chat_inner(
     }
     let snapshot = state.snapshot.load_full();
     rec.policy_version = snapshot.version().to_string();
-    let routed = snapshot.virtual_models().iter().any(|m| m.name == req.model);
+    let not_hot = snapshot.virtual_model(&req.model).map(|m| m.not_hot);
+    let routed = not_hot.is_some();
     // The digest serves the ledger and traffic splits only: a direct call with no ledger
     // skips serializing and hashing the messages on the hot path.
     let request_hash = if state.ledger.is_some() || routed {
@@ -162,7 +163,7 @@ async fn chat_inner(
             tiers.prefetch(first);
         }
     }
-    let not_hot = snapshot.virtual_models().iter().find(|m| m.name == req.model).map(|m| m.not_hot).unwrap_or_default();
+    let not_hot = not_hot.unwrap_or_default();
     let last = decision.experts.last().cloned();
     let attempt = attempt_all(&snapshot, &decision, &mut rec.tried, &mut *tel, |e, trace| {
         let body = &req.body;
@@ -326,7 +327,7 @@ async fn embeddings_inner(
     *charge = admit(state, principal, &req.model, input_chars)?;
     let snapshot = state.snapshot.load_full();
     let Some(expert) = snapshot.expert(&req.model) else {
-        if snapshot.virtual_models().iter().any(|m| m.name == req.model) {
+        if snapshot.virtual_model(&req.model).is_some() {
             // It exists, for chat: "does not exist" would send the client looking elsewhere.
             let what = "embeddings (it routes chat requests; send embeddings to an expert that declares them)";
             return Err(ApiError::Unsupported { model: req.model, what });
@@ -372,15 +373,20 @@ where
 {
     let resilience = snapshot.resilience();
     let candidates: Vec<Arc<Expert>> = decision.experts.iter().filter_map(|n| snapshot.expert(n).cloned()).collect();
+    // The last failure (an error, a timeout, a full queue) and the last refusal.
     let mut last_error = None;
-    let mut attempts = 0u32;
+    let mut refusal = None;
+    let mut breaker_skipped = false;
+    // Calls made (numbers the attempts) and the failed ones among them (bounded by
+    // `max_attempts`). A refusal costs no backend work and is not a failure.
+    let (mut attempts, mut failures) = (0u32, 0u32);
     let mut tries = vec![0u32; candidates.len()];
     // Experts that cannot take this request (the prompt does not fit their context window,
     // or it needs what they cannot do): trying them again cannot help.
     let mut cannot_take = vec![false; candidates.len()];
     let max_picks = candidates.len() * resilience.max_attempts as usize;
     for pick in 0..max_picks {
-        if attempts >= resilience.max_attempts {
+        if failures >= resilience.max_attempts {
             break;
         }
         let i = pick % candidates.len();
@@ -390,6 +396,7 @@ where
         }
         if expert.breaker.admit() == Admission::Open {
             tel.fallback(expert.name(), "breaker_open");
+            breaker_skipped = true;
             continue;
         }
         if tries[i] > 0 {
@@ -410,15 +417,21 @@ where
                 // breaker must not open (else one tenant's flood would shut out all).
                 // Nor must a request it cannot take (too long, or an image for a text
                 // model), which is the request's doing.
+                let refused = matches!(e, ExpertError::ContextExceeded { .. } | ExpertError::Unsupported { .. });
                 match e {
                     ExpertError::NotHot { .. } | ExpertError::Overloaded { .. } => {}
-                    ExpertError::ContextExceeded { .. } | ExpertError::Unsupported { .. } => cannot_take[i] = true,
+                    _ if refused => cannot_take[i] = true,
                     _ => expert.breaker.record_failure(),
                 }
                 tried.push(expert.name().to_string());
                 attempt.failed(&e);
                 tel.fallback(expert.name(), e.kind());
-                last_error = Some(e);
+                if refused {
+                    refusal = Some(e);
+                } else {
+                    failures += 1;
+                    last_error = Some(e);
+                }
             }
             Err(e) => {
                 // The backend is healthy; it judged the request itself.
@@ -428,9 +441,13 @@ where
             }
         }
     }
-    Err(match last_error {
-        Some(e) => ApiError::Upstream(e),
-        None => ApiError::NoExpertAvailable(decision.model.clone()),
+    // A failure says more than a refusal: an expert that could take the request is down,
+    // and the client's retry may find it back (a refusal's 400 would never be retried).
+    // Refusals alone are the request's to fix, unless a breaker kept an expert from trying.
+    Err(match (last_error, refusal) {
+        (Some(e), _) => ApiError::Upstream(e),
+        (None, Some(e)) if !breaker_skipped => ApiError::Upstream(e),
+        _ => ApiError::NoExpertAvailable(decision.model.clone()),
     })
 }
 

@@ -128,7 +128,7 @@ impl ChatRequest {
     pub fn check_limits(&self, limits: &Limits) -> Result<usize, ApiError> {
         let messages = self.messages();
         if messages.len() > limits.max_messages {
-            return Err(too_big(
+            return Err(out_of_bounds(
                 format!(
                     "Invalid 'messages': array too long. Expected an array with maximum length {}, but got an array with length {} instead.",
                     limits.max_messages,
@@ -142,9 +142,19 @@ impl ChatRequest {
             match self.body.get(param) {
                 None | Some(Value::Null) => {}
                 Some(Value::Number(n)) => match n.as_u64() {
+                    // OpenAI's bound: a request for no tokens at all is a client mistake.
+                    Some(0) => {
+                        return Err(out_of_bounds(
+                            format!(
+                            "Invalid '{param}': integer below minimum value. Expected a value >= 1, but got 0 instead."
+                        ),
+                            param,
+                            "integer_below_min_value",
+                        ))
+                    }
                     Some(v) if v <= limits.max_tokens => {}
                     Some(v) => {
-                        return Err(too_big(
+                        return Err(out_of_bounds(
                             format!("Invalid '{param}': {v} is greater than the maximum of {}.", limits.max_tokens),
                             param,
                             "integer_above_max_value",
@@ -241,12 +251,12 @@ impl EmbeddingsRequest {
     }
 }
 
-fn too_big(message: String, param: &str, code: &'static str) -> ApiError {
+fn out_of_bounds(message: String, param: &str, code: &'static str) -> ApiError {
     ApiError::LimitExceeded { message, param: Some(param.to_string()), code }
 }
 
 fn prompt_too_long(chars: usize, limit: usize, param: &str) -> ApiError {
-    too_big(
+    out_of_bounds(
         format!("The prompt is {chars} characters long, more than this gateway's limit of {limit} characters."),
         param,
         "context_length_exceeded",

@@ -22,10 +22,10 @@ use crate::tiers::{Lease, Registration, TierError, TierManager, Wait};
 
 /// A full queue clears in about one generation; tell clients to come back after that.
 const QUEUE_FULL_RETRY_AFTER_SECS: u64 = 1;
-/// `GenEvent::TooLong` is only ever a first event, which both paths turn into
-/// `ContextExceeded`; should one come later, both report it with these words.
 /// The roles a chat template places; any other is refused, as OpenAI refuses it.
 const ROLES: [&str; 6] = ["system", "developer", "user", "assistant", "tool", "function"];
+/// `GenEvent::TooLong` is only ever a first event, which both paths turn into
+/// `ContextExceeded`; should one come later, both report it with these words.
 const TOO_LONG_LATE: &str = "refused the prompt after generation had started";
 
 pub struct LocalBackend {
@@ -321,7 +321,7 @@ impl LocalBackend {
             Some(v) => v.as_u64().map(Some).ok_or_else(|| wrong_type(k, "a non-negative integer", v)),
         };
         if count("n")?.is_some_and(|n| n != 1) {
-            return Err(bad("n", "local experts generate one choice"));
+            return Err(unsupported("n", "Only one choice ('n' = 1) can be generated"));
         }
         let tool_choice_none = body.get("tool_choice").and_then(Value::as_str) == Some("none");
         for param in ["tools", "functions"] {
@@ -331,7 +331,9 @@ impl LocalBackend {
             }
         }
         if let Some(f) = present("response_format") {
-            let kind = f.get("type").and_then(Value::as_str).unwrap_or("");
+            let Some(kind) = f.get("type").and_then(Value::as_str) else {
+                return Err(wrong_type("response_format", "an object with a string 'type'", f));
+            };
             if kind != "text" {
                 return Err(unsupported(
                     "response_format",
@@ -339,12 +341,15 @@ impl LocalBackend {
                 ));
             }
         }
-        if present("logprobs").is_some_and(|v| v.as_bool() != Some(false)) {
-            return Err(unsupported("logprobs", "Log probabilities cannot be returned"));
+        match present("logprobs") {
+            None | Some(Value::Bool(false)) => {}
+            Some(Value::Bool(true)) => return Err(unsupported("logprobs", "Log probabilities cannot be returned")),
+            Some(v) => return Err(wrong_type("logprobs", "a boolean", v)),
         }
         let mut messages = Vec::new();
         for (i, m) in body.get("messages").and_then(Value::as_array).into_iter().flatten().enumerate() {
-            let role = m["role"].as_str().unwrap_or("user");
+            // `ChatRequest::parse` has checked that every message has a string role.
+            let role = m["role"].as_str().unwrap_or_default();
             if !ROLES.contains(&role) {
                 let what = format!("unknown role '{role}' (supported: {})", ROLES.join(", "));
                 return Err(bad(&format!("messages[{i}].role"), &what));
@@ -386,7 +391,13 @@ impl LocalBackend {
         let stop = match body.get("stop") {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::String(s)) => vec![s.clone()],
-            Some(Value::Array(a)) => a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+            Some(Value::Array(a)) => a
+                .iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    v.as_str().map(str::to_string).ok_or_else(|| wrong_type(&format!("stop[{i}]"), "a string", v))
+                })
+                .collect::<Result<_, _>>()?,
             Some(_) => return Err(bad("stop", "expected a string or an array of strings")),
         };
         let float = |k: &str| number(k).map(|v| v.map(|v| v as f32));
@@ -396,7 +407,13 @@ impl LocalBackend {
             temperature: number("temperature")?,
             top_p: number("top_p")?,
             top_k: count("top_k")?.map(|k| k as usize),
-            seed: count("seed")?,
+            // Any 64-bit integer, as OpenAI takes it (llama.cpp's clients send -1).
+            seed: match present("seed") {
+                None => None,
+                Some(v) => Some(
+                    v.as_i64().map(|s| s as u64).or(v.as_u64()).ok_or_else(|| wrong_type("seed", "an integer", v))?,
+                ),
+            },
             stop,
             presence_penalty: float("presence_penalty")?,
             frequency_penalty: float("frequency_penalty")?,

@@ -175,6 +175,10 @@ impl Snapshot {
         &self.config.models
     }
 
+    pub fn virtual_model(&self, name: &str) -> Option<&VirtualModelConfig> {
+        self.config.models.iter().find(|m| m.name == name)
+    }
+
     pub fn resilience(&self) -> &Resilience {
         &self.config.resilience
     }

@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
 use crate::api;
+use crate::config::Limits;
 
 mod timer;
 use crate::state::AppState;
@@ -74,6 +75,57 @@ impl Drop for Held {
     }
 }
 
+/// hyper's HTTP/1 settings from `[limits]`: the header read timeout and buffer bound.
+fn http_builder(limits: &Limits) -> http1::Builder {
+    let mut http = http1::Builder::new();
+    http.timer(timer::CoarseTimer::new(limits.header_read_timeout))
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size((limits.max_header_bytes * HEADER_BUFFER_FACTOR).max(MIN_HYPER_BUFFER));
+    http
+}
+
+/// Answers on `listener` with [`api::loading_app`] until `loading` resolves, and returns
+/// its output; `serve` then hands the listener to [`run`]. An orchestrator's liveness probe
+/// passes and its readiness probe does not while models load, and a client is told to
+/// come back instead of hanging. Each loading-time connection closes after its answer, so
+/// no keep-alive client is left on the loading answers once the gateway serves.
+pub async fn serve_loading<T>(listener: &TcpListener, limits: &Limits, loading: impl Future<Output = T>) -> T {
+    let app = api::loading_app();
+    let mut http = http_builder(limits);
+    http.keep_alive(false);
+    let connections = Arc::new(Semaphore::new(limits.max_connections));
+    tokio::pin!(loading);
+    loop {
+        let permit = tokio::select! {
+            biased;
+            out = &mut loading => return out,
+            p = connections.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return loading.await,
+            },
+        };
+        let tcp = tokio::select! {
+            biased;
+            out = &mut loading => return out,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Accepting a connection failed.");
+                    tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                    continue;
+                }
+            },
+        };
+        let conn = http.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(app.clone()));
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "Connection ended with an error while loading.");
+            }
+            drop(permit);
+        });
+    }
+}
+
 /// Serves until `shutdown` resolves, then stops accepting, marks the gateway not-ready,
 /// and lets in-flight requests and streams finish for up to `grace`.
 pub async fn run(
@@ -86,11 +138,8 @@ pub async fn run(
     let app = api::app(state.clone());
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut http = http1::Builder::new();
-    http.timer(timer::CoarseTimer::new(limits.header_read_timeout))
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size((limits.max_header_bytes * HEADER_BUFFER_FACTOR).max(MIN_HYPER_BUFFER))
-        .keep_alive(true);
+    let mut http = http_builder(&limits);
+    http.keep_alive(true);
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -149,30 +198,35 @@ pub async fn run(
     Ok(())
 }
 
-/// Resolves on SIGTERM or SIGINT (Ctrl-C).
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
+/// Resolves on SIGTERM or SIGINT (Ctrl-C). The handlers are installed by the call, not on
+/// the first poll, so a signal that comes right after is not met by the default action
+/// (which kills without draining). Call it inside the runtime.
+pub fn shutdown_signal() -> impl Future<Output = ()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (term, int) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()));
+        async move {
+            match (term, int) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
+                }
+                (term, int) => {
+                    let e = term.err().or(int.err()).map(|e| e.to_string()).unwrap_or_default();
+                    tracing::error!(error = %e, "Cannot listen for SIGTERM and SIGINT.");
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    async {
         if let Err(e) = tokio::signal::ctrl_c().await {
             tracing::error!(error = %e, "Cannot listen for Ctrl-C.");
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "Cannot listen for SIGTERM.");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
     }
 }

@@ -270,6 +270,12 @@ async fn limits_on_messages_max_tokens_prompt_and_headers_give_clear_errors() {
         (Some("max_tokens"), Some("integer_above_max_value"))
     );
     assert!(v["error"]["message"].as_str().unwrap().contains("100"), "{v}");
+    let body = json!({"model": "triage", "max_tokens": 0, "messages": [{"role": "user", "content": "x"}]});
+    let (_, v) = error_of(post_key(&gw, None, "/v1/chat/completions", &body).await, 400).await;
+    assert_eq!(
+        (v["error"]["param"].as_str(), v["error"]["code"].as_str()),
+        (Some("max_tokens"), Some("integer_below_min_value"))
+    );
     let body =
         json!({"model": "triage", "max_completion_tokens": 5000, "messages": [{"role": "user", "content": "x"}]});
     error_of(post_key(&gw, None, "/v1/chat/completions", &body).await, 400).await;

@@ -363,7 +363,9 @@ async fn a_local_expert_refuses_what_it_cannot_do_and_the_next_expert_takes_it()
     let cfg = format!(
         "[[experts]]\nname = \"tiny\"\nkind = \"local\"\npath = {:?}\nthreads = 1\n\
          [[experts]]\nname = \"big\"\nkind = \"openai\"\nbase_url = \"{}\"\n\
-         [[models]]\nname = \"triage\"\nexperts = [\"tiny\", \"big\"]\n",
+         [[models]]\nname = \"triage\"\nexperts = [\"tiny\", \"big\"]\n\
+         [[models]]\nname = \"big-first\"\nexperts = [\"big\", \"tiny\"]\n\
+         [resilience]\nmax_attempts = 1\nbreaker_failures = 1\n",
         smollm.display().to_string(),
         big.url()
     );
@@ -389,6 +391,7 @@ async fn a_local_expert_refuses_what_it_cannot_do_and_the_next_expert_takes_it()
         (tools.clone(), "tools", "'tools'"),
         (json!({"response_format": {"type": "json_object"}}), "response_format", "'json_object'"),
         (json!({"logprobs": true}), "logprobs", "Log probabilities"),
+        (json!({"n": 2}), "n", "Only one choice"),
     ];
     for (extra, param, words) in &cases {
         let (status, _, e) = ask("tiny", extra.clone()).await;
@@ -401,6 +404,7 @@ async fn a_local_expert_refuses_what_it_cannot_do_and_the_next_expert_takes_it()
     }
     assert_eq!(big.hits(), 0);
     for (n, (extra, _, _)) in cases.iter().enumerate() {
+        // With `max_attempts = 1`: a refusal costs no backend work and uses no attempt.
         let (status, expert, v) = ask("triage", extra.clone()).await;
         assert_eq!((status, expert.as_deref()), (200, Some("big")), "the next expert took it: {v}");
         assert_eq!(big.hits(), n + 1);
@@ -421,7 +425,9 @@ async fn a_local_expert_refuses_what_it_cannot_do_and_the_next_expert_takes_it()
     let hits = big.hits();
     for (extra, param, words) in [
         (json!({"temperature": "hot"}), "temperature", "expected a number, got a string"),
-        (json!({"seed": -3}), "seed", "expected a non-negative integer"),
+        (json!({"seed": "x"}), "seed", "expected an integer, got a string"),
+        (json!({"logprobs": "yes"}), "logprobs", "expected a boolean, got a string"),
+        (json!({"stop": ["\n", 7]}), "stop[1]", "expected a string, got a number"),
         (json!({"messages": [{"role": "wizard", "content": "hi"}]}), "messages[0].role", "unknown role 'wizard'"),
         (
             json!({"messages": [{"role": "user", "content": 42}]}),
@@ -435,16 +441,30 @@ async fn a_local_expert_refuses_what_it_cannot_do_and_the_next_expert_takes_it()
         assert!(e["error"]["message"].as_str().unwrap().contains(words), "{e}");
     }
     assert_eq!(big.hits(), hits, "a malformed request is not passed on");
+    // OpenAI takes any 64-bit seed; llama.cpp's clients send -1.
+    let (status, expert, v) = ask("tiny", json!({"seed": -1, "temperature": 0.7})).await;
+    assert_eq!((status, expert.as_deref()), (200, Some("tiny")), "{v}");
+
+    // When the expert that could take it is down, the client hears that (a 5xx its SDK
+    // retries), not the local expert's refusal (a 400 it would give up on).
+    big.set(Behavior::ServerError);
+    let (status, _, e) = ask("triage", cases[0].0.clone()).await;
+    assert_eq!(status, 502, "{e}");
+    assert_eq!(e["error"]["type"], "server_error", "{e}");
+    // That failure opened big's breaker (`breaker_failures = 1`): big is skipped, tiny
+    // refuses, and the answer is that no expert is available now, not the refusal.
+    let (status, _, e) = ask("big-first", cases[0].0.clone()).await;
+    assert_eq!((status, e["error"]["code"].as_str()), (503, Some("no_expert_available")), "{e}");
 }
 
 /// `serve` binds its port before it loads anything. A taken port fails at once, before a
-/// model is read. A client that connects while the embedded default's experts and router
-/// load waits in the backlog and is answered once they are ready, not refused. The log,
-/// written to a pipe, is plain text.
+/// model is read. While the embedded default's experts and router load, `/health` answers
+/// (an orchestrator's liveness probe passes), `/ready` and the API say 503 `loading` with
+/// `Retry-After`, and SIGTERM exits 0 at once. Then it serves. The log, written to a pipe,
+/// is plain text.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serve_binds_before_loading_and_an_early_client_is_served_when_ready() {
-    use std::time::{Duration, Instant};
-    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+async fn serve_answers_while_loading_then_serves() {
+    use std::time::Duration;
     let serve = |addr: std::net::SocketAddr| {
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_triage"));
         cmd.args(["serve", "--no-watch", "--listen", &addr.to_string()])
@@ -464,43 +484,65 @@ async fn serve_binds_before_loading_and_an_early_client_is_served_when_ready() {
     assert!(!log.contains("Local expert loaded"), "fails before any model loads: {log}");
     drop(taken);
 
-    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let mut child = serve(addr).spawn().unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut log = String::new();
-    let next_line = |line: Option<String>, log: &mut String| {
-        let line = line.expect("the gateway exited");
-        log.push_str(&line);
-        log.push('\n');
-        line
-    };
     let deadline = Duration::from_secs(120);
-    tokio::time::timeout(deadline, async {
-        while !next_line(lines.next_line().await.unwrap(), &mut log).contains("Listening; loading experts") {}
-    })
-    .await
-    .expect("the gateway logs that it listens");
-    // Connected and asked while the experts load: the gateway has not said it serves yet.
-    let mut early = tokio::net::TcpStream::connect(addr).await.expect("the port accepts during loading");
-    early.write_all(b"GET /ready HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await.unwrap();
-    let asked = Instant::now();
-    let reply = tokio::spawn(async move {
-        let mut reply = String::new();
-        early.read_to_string(&mut reply).await.unwrap();
-        (reply, Instant::now())
-    });
-    tokio::time::timeout(deadline, async {
-        while !next_line(lines.next_line().await.unwrap(), &mut log).contains("Triage is serving") {}
-    })
-    .await
-    .expect("the gateway starts serving");
-    let serving = Instant::now();
-    assert!(log.contains("Local expert loaded"), "the experts loaded in between: {log}");
-    // Had the gateway been serving already, its line would have been waiting in the pipe.
-    assert!(serving - asked > Duration::from_millis(100), "asked {:?} before serving", serving - asked);
-    let (reply, answered) = tokio::time::timeout(deadline, reply).await.unwrap().unwrap();
-    assert!(reply.starts_with("HTTP/1.1 200"), "answered once ready: {reply}");
-    assert!(answered >= serving - Duration::from_millis(50), "answered after loading, not before");
-    assert!(!log.contains('\u{1b}'), "no colour codes in a piped log: {log}");
+    // Starts the gateway and reads its log up to the line that says it listens.
+    let start = || async {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let mut child = serve(addr).spawn().unwrap();
+        let lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(child.stderr.take().unwrap()));
+        let mut log = Log { lines, text: String::new() };
+        tokio::time::timeout(deadline, log.until("Listening; loading experts")).await.expect("it logs that it listens");
+        (addr, child, log)
+    };
+    struct Log {
+        lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>,
+        text: String,
+    }
+    impl Log {
+        async fn until(&mut self, what: &str) {
+            loop {
+                let line = self.lines.next_line().await.unwrap().expect("the gateway exited");
+                self.text.push_str(&line);
+                self.text.push('\n');
+                if line.contains(what) {
+                    return;
+                }
+            }
+        }
+    }
+    let get = |addr: std::net::SocketAddr, path: &'static str| client().get(format!("http://{addr}{path}")).send();
+
+    let (addr, mut child, mut log) = start().await;
+    // Asked while the experts load (they take seconds; these answers take milliseconds).
+    let health = get(addr, "/health").await.expect("the port answers during loading");
+    assert_eq!(health.status(), 200, "alive while loading");
+    let ready = get(addr, "/ready").await.unwrap();
+    assert_eq!(ready.status(), 503);
+    assert_eq!(ready.json::<Value>().await.unwrap()["status"], "loading");
+    let body = json!({"model": "triage", "messages": [{"role": "user", "content": "Hi"}]});
+    let early = client().post(format!("http://{addr}/v1/chat/completions")).json(&body).send().await.unwrap();
+    assert_eq!(early.status(), 503);
+    assert_eq!(early.headers()["retry-after"], "1");
+    assert!(early.headers().contains_key("x-triage-request-id"));
+    let e: Value = early.json().await.unwrap();
+    assert_eq!((e["error"]["type"].as_str(), e["error"]["code"].as_str()), (Some("server_error"), Some("loading")));
+    tokio::time::timeout(deadline, log.until("Triage is serving")).await.expect("the gateway starts serving");
+    assert!(log.text.contains("Local expert loaded"), "the experts loaded in between: {}", log.text);
+    assert_eq!(get(addr, "/ready").await.unwrap().status(), 200, "ready once loaded");
+    let models: Value = get(addr, "/v1/models").await.unwrap().json().await.unwrap();
+    assert_eq!(models["data"][0]["id"], "triage");
+    assert!(!log.text.contains('\u{1b}'), "no colour codes in a piped log: {}", log.text);
     child.kill().await.unwrap();
+
+    // SIGTERM while loading: exit 0 without waiting for the models.
+    let (_, mut child, mut log) = start().await;
+    let pid = child.id().unwrap().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await.expect("exits promptly").unwrap();
+    while let Ok(Some(line)) = log.lines.next_line().await {
+        log.text.push_str(&line);
+        log.text.push('\n');
+    }
+    assert!(status.success(), "exit 0 on SIGTERM while loading: {status:?}\n{}", log.text);
+    assert!(!log.text.contains("Triage is serving"), "{}", log.text);
 }
