@@ -158,8 +158,11 @@ async fn chat_inner(
     }
     if let Some(tiers) = snapshot.tiers() {
         // Prefetch: the load of the chosen local expert starts now, before the request
-        // reaches its queue; the first one the manager knows is the one that will be tried.
-        if let Some(first) = decision.experts.iter().find(|n| tiers.tier(n).is_some()) {
+        // reaches its queue; the first one the manager knows is the one that will be tried,
+        // unless it will refuse the request (an image for a text model): no load, and no
+        // eviction, for a request it will not take.
+        let takes = |n: &&String| snapshot.expert(n).is_some_and(|e| !e.refuses(&req.body));
+        if let Some(first) = decision.experts.iter().filter(|n| tiers.tier(n).is_some()).find(takes) {
             tiers.prefetch(first);
         }
     }

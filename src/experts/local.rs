@@ -294,6 +294,11 @@ impl LocalBackend {
         Reply::Stream { events: futures::stream::once(async move { Ok(role) }).chain(events).boxed() }
     }
 
+    /// Whether [`Self::gen_request`] refuses `body` as [`ExpertError::Unsupported`].
+    pub fn refuses(&self, body: &Map<String, Value>) -> bool {
+        matches!(self.gen_request(body), Err(ExpertError::Unsupported { .. }))
+    }
+
     /// The sampling parameters the local engine understands, checked as OpenAI checks them.
     /// Fields with no meaning for a local model (`user`, `metadata`, `store`, ...) are
     /// ignored, as llama.cpp's server does. A request that needs what a text-only local

@@ -224,6 +224,15 @@ impl Expert {
         }
     }
 
+    /// Whether a local expert would refuse this chat body for what a text model cannot do
+    /// (an image, tools, JSON mode, ...); a remote expert is never known to refuse.
+    pub fn refuses(&self, body: &serde_json::Map<String, serde_json::Value>) -> bool {
+        match &self.backend {
+            Backend::Local(l) => l.refuses(body),
+            Backend::Remote(_) => false,
+        }
+    }
+
     /// Sends a chat request. `body` is the client's JSON object; the expert sets `model`
     /// and whatever else its protocol needs.
     pub async fn chat(

@@ -213,6 +213,14 @@ async fn wait_serves_the_cold_expert_and_fallback_goes_to_the_next() {
     );
     let gw = Gateway::start(&cfg).await;
     let tiers = manager(&gw);
+    // A request cold2 would refuse (an image, for a text model) loads nothing: no bytes
+    // moved, nothing evicted, for a request it will not take.
+    let image = json!({"model": "hasty", "max_tokens": 1, "messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]}]});
+    let r = client().post(gw.url("/v1/chat/completions")).json(&image).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(tiers.tier("cold2"), Some(Tier::Cold), "a refused request started a load");
     let (status, expert, body) = chat(&gw, "hasty", 1).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(expert.as_deref(), Some("ready"), "fallback must not wait for cold2");
