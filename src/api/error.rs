@@ -25,8 +25,10 @@ pub enum ApiError {
     /// Every expert failed; the last error decides the status.
     #[error("{0}")]
     Upstream(ExpertError),
-    #[error("No expert is available for `{0}`: all are failing or cooling down.")]
-    NoExpertAvailable(String),
+    /// Every expert was skipped by its breaker (or none could be tried); `retry_after_secs`:
+    /// when the first of them lets a request through again.
+    #[error("No expert is available for `{model}`: all are failing or cooling down.")]
+    NoExpertAvailable { model: String, retry_after_secs: Option<u64> },
     #[error("The gateway is shutting down.")]
     ShuttingDown,
     /// `serve` listens before its experts and routers are loaded; until then, this.
@@ -158,7 +160,7 @@ impl ApiError {
             Self::ModelNotFound(_) => "model_not_found",
             Self::Unsupported { .. } => "unsupported",
             Self::BodyTooLarge { .. } => "body_too_large",
-            Self::NoExpertAvailable(_) => "no_expert_available",
+            Self::NoExpertAvailable { .. } => "no_expert_available",
             Self::ShuttingDown => "shutting_down",
             Self::Loading => "loading",
             Self::RouteNotFound => "route_not_found",
@@ -197,7 +199,7 @@ impl ApiError {
             Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::ContentType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::NoExpertAvailable(_) | Self::ShuttingDown | Self::Loading => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NoExpertAvailable { .. } | Self::ShuttingDown | Self::Loading => StatusCode::SERVICE_UNAVAILABLE,
             Self::Upstream(e) => upstream_status(e),
         }
     }
@@ -227,7 +229,7 @@ impl ApiError {
             Self::LimitExceeded { code, .. } => ("invalid_request_error", Some(code)),
             Self::HeadersTooLarge { .. } => ("invalid_request_error", Some("headers_too_large")),
             Self::BodyTooLarge { .. } => ("invalid_request_error", Some("request_too_large")),
-            Self::NoExpertAvailable(_) => ("server_error", Some("no_expert_available")),
+            Self::NoExpertAvailable { .. } => ("server_error", Some("no_expert_available")),
             Self::ShuttingDown => ("server_error", Some("shutting_down")),
             Self::Loading => ("server_error", Some("loading")),
             Self::Upstream(e) => match e {
@@ -312,6 +314,7 @@ impl IntoResponse for ApiError {
             }
             // The embedded default loads in seconds; OpenAI's SDKs wait this long and retry.
             ApiError::Loading => Some(HeaderValue::from_static("1")),
+            ApiError::NoExpertAvailable { retry_after_secs: Some(secs), .. } => Some(HeaderValue::from(*secs)),
             _ => None,
         };
         if let Some(ra) = retry_after {

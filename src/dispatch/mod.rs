@@ -379,13 +379,14 @@ where
     // The last failure (an error, a timeout, a full queue) and the last refusal.
     let mut last_error = None;
     let mut refusal = None;
-    let mut breaker_skipped = false;
+    // The soonest an expert skipped by its breaker takes requests again.
+    let mut breaker_skipped: Option<Duration> = None;
     // Calls made (numbers the attempts) and the failed ones among them (bounded by
     // `max_attempts`). A refusal costs no backend work and is not a failure.
     let (mut attempts, mut failures) = (0u32, 0u32);
     let mut tries = vec![0u32; candidates.len()];
-    // Experts that cannot take this request (the prompt does not fit their context window,
-    // or it needs what they cannot do): trying them again cannot help.
+    // Experts not to call again for this request: it does not fit their context window, it
+    // needs what they cannot do, they answered 429, or they timed out.
     let mut cannot_take = vec![false; candidates.len()];
     let max_picks = candidates.len() * resilience.max_attempts as usize;
     for pick in 0..max_picks {
@@ -399,7 +400,8 @@ where
         }
         if expert.breaker.admit() == Admission::Open {
             tel.fallback(expert.name(), "breaker_open");
-            breaker_skipped = true;
+            let wait = expert.breaker.retry_in().unwrap_or(Duration::from_secs(1));
+            breaker_skipped = Some(breaker_skipped.map_or(wait, |w| w.min(wait)));
             continue;
         }
         if tries[i] > 0 {
@@ -421,9 +423,24 @@ where
                 // Nor must a request it cannot take (too long, or an image for a text
                 // model), which is the request's doing.
                 let refused = matches!(e, ExpertError::ContextExceeded { .. } | ExpertError::Unsupported { .. });
+                // A backend's 429 is a healthy backend asking for time: no breaker failure,
+                // and no second call from this request (its `Retry-After` reaches the client
+                // if no other expert answers).
+                let rate_limited =
+                    matches!(&e, ExpertError::Status { status, .. } if *status == StatusCode::TOO_MANY_REQUESTS);
                 match e {
-                    ExpertError::NotHot { .. } | ExpertError::Overloaded { .. } => {}
-                    _ if refused => cannot_take[i] = true,
+                    ExpertError::NotHot { .. } | ExpertError::Overloaded { .. } => expert.breaker.record_neutral(),
+                    _ if refused || rate_limited => {
+                        cannot_take[i] = true;
+                        expert.breaker.record_neutral();
+                    }
+                    // No answer within `first_byte_ms` (for a non-streamed request: no
+                    // finished answer): giving the same expert the same work again would
+                    // most likely time out again, after generating for as long.
+                    ExpertError::FirstByteTimeout { .. } => {
+                        cannot_take[i] = true;
+                        expert.breaker.record_failure();
+                    }
                     _ => expert.breaker.record_failure(),
                 }
                 tried.push(expert.name().to_string());
@@ -449,8 +466,11 @@ where
     // Refusals alone are the request's to fix, unless a breaker kept an expert from trying.
     Err(match (last_error, refusal) {
         (Some(e), _) => ApiError::Upstream(e),
-        (None, Some(e)) if !breaker_skipped => ApiError::Upstream(e),
-        _ => ApiError::NoExpertAvailable(decision.model.clone()),
+        (None, Some(e)) if breaker_skipped.is_none() => ApiError::Upstream(e),
+        _ => ApiError::NoExpertAvailable {
+            model: decision.model.clone(),
+            retry_after_secs: breaker_skipped.map(|w| w.as_secs_f64().ceil() as u64),
+        },
     })
 }
 

@@ -1,6 +1,9 @@
 //! Per-expert circuit breaker: after `failures` consecutive failures the expert is
 //! skipped for `cooldown`; then one trial request is let through (half-open), and its
-//! outcome closes the breaker or opens it for another cool-down.
+//! outcome closes the breaker or opens it for another cool-down. A trial whose outcome
+//! never comes (its client hung up, and the call was dropped) holds the breaker for at most
+//! one more cool-down; one that ends neither way (a full queue, a refused request) is
+//! released at once.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -16,7 +19,8 @@ pub struct Breaker {
 struct State {
     consecutive_failures: u32,
     open_until: Option<Instant>,
-    trial_in_flight: bool,
+    /// When the trial now in flight was let through.
+    trial_since: Option<Instant>,
 }
 
 /// What the breaker says about sending a request now.
@@ -36,11 +40,13 @@ impl Breaker {
 
     pub fn admit(&self) -> Admission {
         let mut s = self.lock();
+        let now = Instant::now();
+        let trial_pending = s.trial_since.is_some_and(|t| now < t + self.cooldown);
         match s.open_until {
             None => Admission::Closed,
-            Some(until) if Instant::now() < until || s.trial_in_flight => Admission::Open,
+            Some(until) if now < until || trial_pending => Admission::Open,
             Some(_) => {
-                s.trial_in_flight = true;
+                s.trial_since = Some(now);
                 Admission::Trial
             }
         }
@@ -53,10 +59,27 @@ impl Breaker {
     pub fn record_failure(&self) {
         let mut s = self.lock();
         s.consecutive_failures = s.consecutive_failures.saturating_add(1);
-        s.trial_in_flight = false;
+        s.trial_since = None;
         if s.consecutive_failures >= self.failures_to_open {
             s.open_until = Some(Instant::now() + self.cooldown);
         }
+    }
+
+    /// The call ended without saying anything about the expert's health (it was busy, or
+    /// the request was one it cannot take): a trial it was is over, and the next request
+    /// may be the trial.
+    pub fn record_neutral(&self) {
+        self.lock().trial_since = None;
+    }
+
+    /// How long until this breaker lets a request through again (at least one second, so
+    /// a client told to retry does not come back at once); `None` when it is closed.
+    pub fn retry_in(&self) -> Option<Duration> {
+        let s = self.lock();
+        let until = s.open_until?;
+        let trial_until = s.trial_since.map(|t| t + self.cooldown);
+        let next = until.max(trial_until.unwrap_or(until));
+        Some(next.saturating_duration_since(Instant::now()).max(Duration::from_secs(1)))
     }
 
     /// True while requests are being skipped (for `/admin` views and metrics).
@@ -87,6 +110,28 @@ mod tests {
         assert_eq!(b.admit(), Admission::Open, "only one trial at a time");
         b.record_success();
         assert_eq!(b.admit(), Admission::Closed);
+    }
+
+    #[test]
+    fn a_trial_without_an_outcome_does_not_hold_the_breaker_open_for_ever() {
+        let b = Breaker::new(1, Duration::from_millis(30));
+        b.record_failure();
+        std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(b.admit(), Admission::Trial);
+        // Its call was dropped (the client hung up): nothing is recorded.
+        assert_eq!(b.admit(), Admission::Open);
+        std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(b.admit(), Admission::Trial, "a lost trial holds it one cool-down at most");
+        // A trial that ends neutral (a full queue, a refusal) frees the next at once.
+        b.record_neutral();
+        assert_eq!(b.admit(), Admission::Trial);
+        b.record_success();
+        assert_eq!(b.admit(), Admission::Closed);
+        assert_eq!(b.retry_in(), None);
+        let long = Breaker::new(1, Duration::from_secs(30));
+        long.record_failure();
+        let wait = long.retry_in().unwrap();
+        assert!(wait > Duration::from_secs(29) && wait <= Duration::from_secs(30), "{wait:?}");
     }
 
     #[test]

@@ -52,18 +52,54 @@ impl ReplyHead {
             id: Option<String>,
             #[serde(borrow, default)]
             choices: Option<&'a serde_json::value::RawValue>,
+            #[serde(borrow, default)]
+            error: Option<&'a serde_json::value::RawValue>,
         }
         // serde reads a struct from a JSON array too (by position): a reply is an object.
         if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
             return Err("malformed JSON: the reply is not a JSON object".into());
         }
         let w: Wire = serde_json::from_slice(body).map_err(|e| format!("malformed JSON: {e}"))?;
+        if let Some(error) = w.error {
+            // Some servers answer a failure with status 200 and an error object.
+            return Err(format!("the reply is an error: {}", error_text(error.get().as_bytes())));
+        }
         let choices = w.choices.map(|raw| {
             // The raw value borrows from `body`: its offset is where it starts.
             let start = raw.get().as_ptr() as usize - body.as_ptr() as usize;
             start..start + raw.get().len()
         });
         Ok(Self { usage: w.usage, model: w.model, id: w.id, choices })
+    }
+}
+
+/// What a backend's error says, in a line: the `message` of `{"message"}`,
+/// `{"error": {"message"}}` (OpenAI), `{"error": "..."}` (TGI), `{"detail"}` (FastAPI) or
+/// `{"object": "error", "message"}` (older vLLM), else the text itself; cut to 300 bytes.
+pub fn error_text(body: &[u8]) -> String {
+    const MAX: usize = 300;
+    let v: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+    let text = match &v {
+        Some(v) => [&v["message"], &v["error"]["message"], &v["error"], &v["detail"]]
+            .into_iter()
+            .find_map(|m| m.as_str())
+            .map_or_else(|| v.to_string(), str::to_string),
+        None => String::from_utf8_lossy(body).trim().to_string(),
+    };
+    let mut cut = text.len().min(MAX);
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    text[..cut].replace(['\n', '\r'], " ")
+}
+
+/// `: <what the backend said>` for an error status's message, or nothing for an empty body.
+fn status_detail(body: &Bytes) -> String {
+    let text = error_text(body);
+    if text.is_empty() {
+        text
+    } else {
+        format!(": {text}")
     }
 }
 
@@ -84,7 +120,7 @@ pub enum ExpertError {
     FirstByteTimeout { expert: String, after: Duration },
     #[error("expert {expert} did not finish within {}ms", .after.as_millis())]
     TotalTimeout { expert: String, after: Duration },
-    #[error("expert {expert} answered HTTP {status}")]
+    #[error("expert {expert} answered HTTP {status}{}", status_detail(.body))]
     Status { expert: String, status: StatusCode, body: Bytes, retry_after: Option<http::HeaderValue> },
     #[error("expert {expert} sent an invalid response: {detail}")]
     Protocol { expert: String, detail: String },

@@ -239,9 +239,26 @@ fn invalid_first_event(chunk: &[u8]) -> Option<String> {
     if data.trim() == "[DONE]" {
         return None;
     }
-    serde_json::from_str::<serde::de::IgnoredAny>(&data)
-        .err()
-        .map(|e| format!("the first stream event is not JSON: {e}"))
+    #[derive(serde::Deserialize)]
+    struct Probe<'a> {
+        #[serde(borrow, default)]
+        error: Option<&'a serde_json::value::RawValue>,
+    }
+    if !data.trim_start().starts_with('{') {
+        // serde would read a struct from an array by position.
+        return serde_json::from_str::<serde::de::IgnoredAny>(&data)
+            .err()
+            .map(|e| format!("the first stream event is not JSON: {e}"));
+    }
+    match serde_json::from_str::<Probe>(&data) {
+        Err(e) => Some(format!("the first stream event is not JSON: {e}")),
+        // vLLM and others report a failure as a stream's only event: nothing reached the
+        // client, so the next expert can still answer.
+        Ok(Probe { error: Some(error) }) => {
+            Some(format!("the stream began with an error: {}", super::error_text(error.get().as_bytes())))
+        }
+        Ok(_) => None,
+    }
 }
 
 /// Ends the stream with an error from `on_error(None)` at `deadline`, or with

@@ -30,6 +30,11 @@ pub enum Behavior {
     MalformedJson,
     /// Streams two content events, then drops the connection.
     ResetMidStream,
+    /// Status 200 with an error object: the whole JSON body, or a stream's only event
+    /// before `[DONE]` (as vLLM reports a failure that happened after the head was sent).
+    ErrorWith200,
+    /// HTTP 400 with older vLLM's body, `{"object":"error","message":...}`, not OpenAI's shape.
+    VllmBadRequest,
 }
 
 pub struct Mock {
@@ -88,7 +93,8 @@ impl Mock {
     }
 }
 
-async fn fail(state: &MockState) -> Option<Response> {
+/// The failure `state`'s behaviour calls for, if any; `stream`: the request asked for SSE.
+async fn fail(state: &MockState, stream: bool) -> Option<Response> {
     let behavior = *state.behavior.lock().unwrap();
     let err = |status: StatusCode, msg: &str| {
         (
@@ -114,6 +120,24 @@ async fn fail(state: &MockState) -> Option<Response> {
         Behavior::MalformedJson => Some(
             (StatusCode::OK, [("content-type", "application/json")], "{\"id\": \"x\", \"choices\": [").into_response(),
         ),
+        Behavior::VllmBadRequest => Some(
+            (
+                StatusCode::BAD_REQUEST,
+                [("content-type", "application/json")],
+                json!({"object": "error", "message": "This model's maximum context length is 2048 tokens.",
+                       "type": "BadRequestError", "code": 400})
+                .to_string(),
+            )
+                .into_response(),
+        ),
+        Behavior::ErrorWith200 => {
+            let error = json!({"error": {"message": "engine died", "type": "internal_error", "code": 500}});
+            if stream {
+                let body = format!("data: {error}\n\ndata: [DONE]\n\n");
+                return Some(([("content-type", "text/event-stream")], body).into_response());
+            }
+            Some(([("content-type", "application/json")], error.to_string()).into_response())
+        }
     }
 }
 
@@ -122,7 +146,7 @@ async fn chat(State(state): State<MockState>, headers: HeaderMap, body: Bytes) -
     let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     state.bodies.lock().unwrap().push(req.clone());
     state.headers.lock().unwrap().push(headers);
-    if let Some(r) = fail(&state).await {
+    if let Some(r) = fail(&state, req["stream"].as_bool() == Some(true)).await {
         return r;
     }
     let model = req["model"].as_str().unwrap_or("").to_string();
@@ -179,7 +203,7 @@ async fn embeddings(State(state): State<MockState>, headers: HeaderMap, body: By
     let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     state.bodies.lock().unwrap().push(req.clone());
     state.headers.lock().unwrap().push(headers);
-    if let Some(r) = fail(&state).await {
+    if let Some(r) = fail(&state, false).await {
         return Ok(r);
     }
     let n = req["input"].as_array().map_or(1, Vec::len);

@@ -116,7 +116,9 @@ async fn streaming_keeps_usage_when_the_client_asks_for_it() {
 
 #[tokio::test]
 async fn a_failing_expert_falls_back_to_the_next() {
-    for behavior in [Behavior::ServerError, Behavior::Hang, Behavior::MalformedJson, Behavior::RateLimited] {
+    for behavior in
+        [Behavior::ServerError, Behavior::Hang, Behavior::MalformedJson, Behavior::RateLimited, Behavior::ErrorWith200]
+    {
         let a = Mock::start("a", behavior).await;
         let b = Mock::start("b", Behavior::Ok).await;
         let gw = Gateway::start(&remote_config(&[("a", &a.url()), ("b", &b.url())], "")).await;
@@ -155,8 +157,29 @@ async fn when_every_expert_fails_the_last_error_decides_the_status() {
             assert_eq!(resp.headers()["retry-after"], "7", "the backend's Retry-After is passed on");
         }
         let v = error_body(resp, status).await;
-        assert_eq!(a.hits(), 3, "{behavior:?}: bounded retries (max_attempts = 3): {v}");
+        // A 429 or a timeout is not called again from the same request: the backend asked
+        // for time, or took all it had.
+        let calls = if status == 429 || status == 504 { 1 } else { 3 };
+        assert_eq!(a.hits(), calls, "{behavior:?}: bounded retries (max_attempts = 3): {v}");
     }
+}
+
+#[tokio::test]
+async fn a_rate_limited_expert_is_not_hammered_and_its_breaker_stays_closed() {
+    let a = Mock::start("a", Behavior::RateLimited).await;
+    let cfg = remote_config(&[("a", &a.url())], "")
+        .replace("[resilience]\n", "[resilience]\nbreaker_failures = 2\nbreaker_cooldown_ms = 30000\n");
+    let gw = Gateway::start(&cfg).await;
+    for n in 1..=4 {
+        let resp = post(&gw, "/v1/chat/completions", &chat_body("triage", false)).await;
+        assert_eq!(resp.headers()["retry-after"], "7");
+        error_body(resp, 429).await;
+        assert_eq!(a.hits(), n, "one call a request");
+    }
+    // Four 429s opened no breaker: the backend is asked again as soon as it is ready.
+    a.set(Behavior::Ok);
+    let resp = post(&gw, "/v1/chat/completions", &chat_body("triage", false)).await;
+    assert_eq!(resp.status(), 200);
 }
 
 #[tokio::test]
@@ -167,6 +190,12 @@ async fn a_client_error_from_the_backend_is_passed_through_without_retry() {
     let v = error_body(post(&gw, "/v1/chat/completions", &chat_body("triage", false)).await, 400).await;
     assert_eq!(v["error"]["message"], "mock says the request is bad");
     assert_eq!((a.hits(), b.hits()), (1, 0));
+    // A body in another shape (older vLLM's) still tells the client what was wrong.
+    a.set(Behavior::VllmBadRequest);
+    let v = error_body(post(&gw, "/v1/chat/completions", &chat_body("triage", false)).await, 400).await;
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("maximum context length is 2048"), "{v}");
+    assert_eq!(b.hits(), 0);
 }
 
 #[tokio::test]
@@ -199,6 +228,20 @@ async fn the_breaker_skips_an_expert_that_keeps_failing() {
     tokio::time::sleep(Duration::from_millis(350)).await;
     let resp = post(&gw, "/v1/chat/completions", &chat_body("triage", false)).await;
     assert_eq!(resp.headers()["x-triage-expert"], "a", "after the cool-down a trial request goes through");
+
+    // With no other expert, an open breaker is a 503 that says when to come back.
+    let c = Mock::start("c", Behavior::ServerError).await;
+    let cfg = remote_config(&[("c", &c.url())], "")
+        .replace("[resilience]\n", "[resilience]\nbreaker_failures = 2\nbreaker_cooldown_ms = 30000\n");
+    let gw = Gateway::start(&cfg).await;
+    error_body(post(&gw, "/v1/chat/completions", &chat_body("triage", false)).await, 502).await;
+    assert_eq!(c.hits(), 2, "the breaker opened after two failures");
+    let resp = post(&gw, "/v1/chat/completions", &chat_body("triage", false)).await;
+    let wait: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((29..=30).contains(&wait), "the cool-down left: {wait}");
+    let v = error_body(resp, 503).await;
+    assert_eq!(v["error"]["code"], "no_expert_available");
+    assert_eq!(c.hits(), 2);
 }
 
 #[tokio::test]
