@@ -66,9 +66,9 @@ pub enum Command {
     /// Local experts' memory tiers (hot/warm/cold), bytes, last use and load times, from a
     /// running gateway's `GET /admin/experts`.
     Experts {
-        /// The gateway's base URL.
-        #[arg(long, default_value = "http://127.0.0.1:8080")]
-        gateway: String,
+        // `--gateway URL` and `--admin-key-env VAR` (default `TRIAGE_ADMIN_KEY`).
+        #[command(flatten)]
+        gateway: crate::tiers::cli::GatewayArgs,
         /// Print the raw JSON instead of a table.
         #[arg(long)]
         json: bool,

@@ -666,6 +666,15 @@ impl Validator<'_> {
                         format!("must start with http:// or https://, got {base_url:?}"),
                     ));
                 }
+                // The same parse the remote expert does on every request (`endpoint()` in
+                // src/experts/remote.rs), so a bad URL fails here, naming the file and key.
+                if let Err(err) = reqwest::Url::parse(base_url.trim_end_matches('/')) {
+                    return Err(invalid(
+                        file,
+                        format!("{path}.base_url"),
+                        format!("is not a valid URL ({err}), got {base_url:?}"),
+                    ));
+                }
                 let api_key = match &e.api_key_env {
                     None => None,
                     Some(var) => match (self.env)(var) {
@@ -725,6 +734,14 @@ impl Validator<'_> {
                             format!("{path}.weights"),
                             format!("expected \"quantized\", \"f16\" or \"f32\", got {w:?}"),
                         ));
+                    }
+                }
+                if let Some(a) = &e.arch {
+                    // The parse `LocalBackend::new` does at load time (src/experts/local.rs).
+                    // serde's message lists the accepted values.
+                    let parsed = serde_json::from_value::<crate::local::Arch>(serde_json::Value::String(a.clone()));
+                    if let Err(err) = parsed {
+                        return Err(invalid(file, format!("{path}.arch"), err.to_string()));
                     }
                 }
                 let device = e.device.unwrap_or_else(|| "cpu".to_string());

@@ -82,6 +82,29 @@ fn a_tenant_share_must_fit_the_queue() {
 }
 
 #[test]
+fn an_unknown_local_arch_names_the_file_and_key() {
+    let local = "[[experts]]\nname = \"l\"\nkind = \"local\"\npath = \"x.gguf\"\n";
+    let err = load(&format!("{local}arch = \"mamba\"\n")).unwrap_err().to_string();
+    assert!(err.starts_with("test.toml: at `experts[0].arch`"), "{err}");
+    assert!(err.contains("mamba") && err.contains("llama") && err.contains("qwen2") && err.contains("gemma3"), "{err}");
+    for arch in ["llama", "qwen2", "gemma3"] {
+        let c = load(&format!("{local}arch = \"{arch}\"\n")).unwrap();
+        assert!(matches!(&c.experts[0].kind, ExpertKind::Local(s) if s.arch.as_deref() == Some(arch)));
+    }
+}
+
+#[test]
+fn a_base_url_that_is_not_a_url_names_the_file_and_key() {
+    for bad in ["http://", "http://exa mple.com/v1", "https://127.0.0.1:99999/v1", "http://[::1/v1"] {
+        let err = load(&REMOTE.replace("http://127.0.0.1:9/v1/", bad)).unwrap_err().to_string();
+        assert!(err.starts_with("test.toml: at `experts[0].base_url`"), "{bad}: {err}");
+        assert!(err.contains("is not a valid URL") && err.contains(&format!("{bad:?}")), "{bad}: {err}");
+    }
+    let err = load(&REMOTE.replace("http://127.0.0.1:9/v1/", "ftp://x/v1")).unwrap_err().to_string();
+    assert!(err.contains("experts[0].base_url") && err.contains("must start with http://"), "{err}");
+}
+
+#[test]
 fn the_embedded_default_is_valid() {
     let c = embedded_default().unwrap();
     assert!(c.models.iter().any(|m| m.name == "triage"));

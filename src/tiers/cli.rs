@@ -4,34 +4,78 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
+/// The variable `triage experts` reads the admin key from unless `--admin-key-env` names
+/// another: the name the README uses for `[auth] admin_key_env`.
+pub const DEFAULT_ADMIN_KEY_ENV: &str = "TRIAGE_ADMIN_KEY";
+
+/// Where the gateway is and how to authenticate to its `/admin/*` routes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GatewayArgs {
+    /// The gateway's base URL.
+    #[arg(long = "gateway", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// Environment variable holding the gateway's admin key (the one its `[auth]
+    /// admin_key_env` names), sent as `Authorization: Bearer`. Unset: no header is sent.
+    #[arg(long, value_name = "VAR", default_value = DEFAULT_ADMIN_KEY_ENV)]
+    pub admin_key_env: String,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ExpertsCliError {
     #[error("cannot reach {url}: {detail}")]
     Request { url: String, detail: String },
     #[error("{url} answered HTTP {status}: {body}")]
     Status { url: String, status: u16, body: String },
+    #[error("{url} answered HTTP {status}: {hint}")]
+    Unauthorized { url: String, status: u16, hint: String },
 }
 
-/// Fetches `GET /admin/experts` and prints it as a table (or as JSON).
-pub fn experts(gateway: &str, json: bool) -> Result<(), ExpertsCliError> {
-    let url = format!("{}/admin/experts", gateway.trim_end_matches('/'));
-    let err = |e: &dyn std::fmt::Display| ExpertsCliError::Request { url: url.clone(), detail: e.to_string() };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| err(&e))?;
-    let body: Value = rt.block_on(async {
-        let resp = reqwest::get(&url).await.map_err(|e| err(&e))?;
-        let status = resp.status();
-        let text = resp.text().await.map_err(|e| err(&e))?;
-        if !status.is_success() {
-            return Err(ExpertsCliError::Status { url: url.clone(), status: status.as_u16(), body: text });
-        }
-        serde_json::from_str(&text).map_err(|e| err(&e))
-    })?;
+/// Why the gateway refused the admin request, naming the variable and the flag.
+fn unauthorized_hint(var: &str, key_sent: bool) -> String {
+    if key_sent {
+        format!("the gateway refused the admin key in ${var}; set it to the key the gateway's [auth] admin_key_env names (or pass --admin-key-env VAR)")
+    } else {
+        format!("the gateway requires its admin key; ${var} is not set: export it, or pass --admin-key-env VAR naming the variable that holds it")
+    }
+}
+
+/// Fetches `GET /admin/experts` and prints it as a table (or as JSON). The admin key, when
+/// the variable `gateway.admin_key_env` names is set, goes along as a bearer token.
+pub fn experts(gateway: &GatewayArgs, json: bool) -> Result<(), ExpertsCliError> {
+    let key = std::env::var(&gateway.admin_key_env).ok().filter(|k| !k.is_empty());
+    let body = fetch(&gateway.url, &gateway.admin_key_env, key.as_deref())?;
     if json {
         println!("{}", serde_json::to_string_pretty(&body).unwrap_or_default());
     } else {
         print!("{}", table(&body));
     }
     Ok(())
+}
+
+fn fetch(gateway: &str, var: &str, key: Option<&str>) -> Result<Value, ExpertsCliError> {
+    let url = format!("{}/admin/experts", gateway.trim_end_matches('/'));
+    let err = |e: &dyn std::fmt::Display| ExpertsCliError::Request { url: url.clone(), detail: e.to_string() };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| err(&e))?;
+    rt.block_on(async {
+        let mut req = reqwest::Client::new().get(&url);
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        let resp = req.send().await.map_err(|e| err(&e))?;
+        let status = resp.status();
+        let text = resp.text().await.map_err(|e| err(&e))?;
+        if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
+            return Err(ExpertsCliError::Unauthorized {
+                url: url.clone(),
+                status: status.as_u16(),
+                hint: unauthorized_hint(var, key.is_some()),
+            });
+        }
+        if !status.is_success() {
+            return Err(ExpertsCliError::Status { url: url.clone(), status: status.as_u16(), body: text });
+        }
+        serde_json::from_str(&text).map_err(|e| err(&e))
+    })
 }
 
 fn mb(v: &Value) -> String {

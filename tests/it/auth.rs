@@ -157,6 +157,53 @@ async fn every_route_but_the_probes_needs_a_key_and_admin_routes_the_admin_key()
     assert_eq!(mock.hits(), hits);
 }
 
+/// `triage experts` against the running gateway, with `env` set (or removed when `None`).
+fn run_experts(gw: &Gateway, args: &[&str], env: &[(&str, Option<&str>)]) -> std::process::Output {
+    let mut cmd = triage_bin();
+    cmd.args(["experts", "--gateway", &gw.url("")]).args(args);
+    for (var, value) in env {
+        match value {
+            Some(v) => cmd.env(var, v),
+            None => cmd.env_remove(var),
+        };
+    }
+    cmd.output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn experts_cli_sends_the_admin_key_from_the_variable_and_names_it_when_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = Mock::start("a", Behavior::Ok).await;
+    let gw = Gateway::start(&config(&mock, &auth_section(&dir.path().join("keys")))).await;
+    let stderr = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).into_owned();
+
+    // The key from the variable --admin-key-env names, as a bearer token.
+    let out = run_experts(&gw, &["--admin-key-env", ADMIN_ENV, "--json"], &[(ADMIN_ENV, Some(ADMIN_KEY))]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["experts"][0]["name"], "a", "{v}");
+    // The default variable is TRIAGE_ADMIN_KEY.
+    let out = run_experts(&gw, &[], &[("TRIAGE_ADMIN_KEY", Some(ADMIN_KEY))]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("expert "), "a table");
+
+    // Without the variable: 401, and the error says which variable and which flag.
+    let out =
+        run_experts(&gw, &["--admin-key-env", "TRIAGE_TEST_UNSET_ADMIN_KEY"], &[("TRIAGE_TEST_UNSET_ADMIN_KEY", None)]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("HTTP 401") && err.contains("$TRIAGE_TEST_UNSET_ADMIN_KEY is not set"), "{err}");
+    assert!(err.contains("--admin-key-env"), "{err}");
+    let out = run_experts(&gw, &[], &[("TRIAGE_ADMIN_KEY", None)]);
+    let err = stderr(&out);
+    assert!(!out.status.success() && err.contains("$TRIAGE_ADMIN_KEY is not set"), "{err}");
+    // A wrong key: refused, and the secret is not echoed.
+    let out = run_experts(&gw, &["--admin-key-env", ADMIN_ENV], &[(ADMIN_ENV, Some("sk-wrong-admin"))]);
+    let err = stderr(&out);
+    assert!(!out.status.success() && err.contains(&format!("refused the admin key in ${ADMIN_ENV}")), "{err}");
+    assert!(err.contains("--admin-key-env") && !err.contains("sk-wrong-admin"), "{err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exhausted_budget_gives_insufficient_quota_while_another_tenant_still_works_and_the_sdk_agrees() {
     let dir = tempfile::tempdir().unwrap();
