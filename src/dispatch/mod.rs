@@ -48,14 +48,14 @@ pub async fn chat(
     body: Result<Bytes, ApiError>,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
-    let mut rec = record_for(id, principal);
-    let mut charge = None;
+    let mut pending = Pending::new(state, record_for(id, principal), started);
     let mut tel = state.telemetry.request(Operation::Chat, headers);
     let result = match body {
-        Ok(body) => chat_inner(state, &mut tel, principal, &body, &mut rec, &mut charge, started).await,
+        Ok(body) => chat_inner(state, &mut tel, principal, &body, &mut pending.rec, &mut pending.charge, started).await,
         Err(e) => Err(e),
     };
     tel.finish(&result);
+    let (mut rec, charge) = pending.take();
     match &result {
         // A stream's record is completed (and its charge settled) by the relay when it ends.
         Ok((_, true)) => {}
@@ -74,6 +74,46 @@ pub async fn chat(
         }
     }
     result.map(|(resp, _)| resp)
+}
+
+/// A request's record and charge while its outcome is unknown. When the client hangs up
+/// before the answer (the handler's future is dropped while it waits on an expert), its
+/// drop still writes the record, as `499 client_disconnect`, and settles the charge:
+/// a request is never missing from the ledger for having been abandoned.
+struct Pending<'a> {
+    state: &'a AppState,
+    rec: Record,
+    charge: Option<Charge>,
+    started: Instant,
+    taken: bool,
+}
+
+impl<'a> Pending<'a> {
+    fn new(state: &'a AppState, rec: Record, started: Instant) -> Self {
+        Self { state, rec, charge: None, started, taken: false }
+    }
+
+    /// The outcome is known: its record and charge, for the caller to complete.
+    fn take(&mut self) -> (Record, Option<Charge>) {
+        self.taken = true;
+        (std::mem::take(&mut self.rec), self.charge.take())
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if self.taken {
+            return;
+        }
+        let (mut rec, charge) = self.take();
+        rec.status = crate::ledger::STATUS_CLIENT_CLOSED;
+        rec.error = Some("client_disconnect".into());
+        rec.latency_ms = ms(self.started.elapsed());
+        settle(charge.as_ref(), &rec);
+        if let Some(ledger) = &self.state.ledger {
+            submit_detached(ledger, rec);
+        }
+    }
 }
 
 /// A record that names the key and tenant, never the secret.
@@ -295,14 +335,14 @@ pub async fn embeddings(
     body: Result<Bytes, ApiError>,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
-    let mut rec = record_for(id, principal);
-    let mut charge = None;
+    let mut pending = Pending::new(state, record_for(id, principal), started);
     let mut tel = state.telemetry.request(Operation::Embeddings, headers);
     let result = match body {
-        Ok(body) => embeddings_inner(state, &mut tel, principal, &body, &mut rec, &mut charge).await,
+        Ok(body) => embeddings_inner(state, &mut tel, principal, &body, &mut pending.rec, &mut pending.charge).await,
         Err(e) => Err(e),
     };
     tel.finish(&result);
+    let (mut rec, charge) = pending.take();
     rec.latency_ms = ms(started.elapsed());
     match &result {
         Ok(resp) => rec.status = resp.status().as_u16(),

@@ -29,8 +29,9 @@ impl Origin {
     }
 }
 
-/// One request, routed or direct, whatever its outcome.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One request, routed or direct, whatever its outcome. (`Default` is an empty record with
+/// no id, for moving one out of a holder; records are made with [`Record::with_id`].)
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Record {
     /// A ULID: time-ordered, so the store's key order is arrival order. The same string as
     /// the `x-triage-request-id` response header.

@@ -149,10 +149,11 @@ async fn every_request_outcome_is_recorded_with_its_request_id() {
     use futures::StreamExt;
     let bad = Mock::start("bad", Behavior::ServerError).await;
     let good = Mock::start("good", Behavior::Ok).await;
+    let hang = Mock::start("hang", Behavior::Hang).await;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("ledger");
     let extra = format!("[ledger]\npath = {:?}\nflush_interval_ms = 20\n", db.display().to_string());
-    let cfg = remote_config(&[("bad", &bad.url()), ("good", &good.url())], &extra).replace(
+    let cfg = remote_config(&[("bad", &bad.url()), ("good", &good.url()), ("hang", &hang.url())], &extra).replace(
         "capabilities = [\"chat\", \"embeddings\"]\n",
         "capabilities = [\"chat\", \"embeddings\"]\nprice = { input_per_mtok = 1.0, output_per_mtok = 2.0 }\n",
     );
@@ -179,6 +180,9 @@ async fn every_request_outcome_is_recorded_with_its_request_id() {
     let mut s = r.bytes_stream();
     s.next().await.unwrap().unwrap();
     drop(s);
+    // A client that gives up before any answer (it never saw a request id).
+    let gave_up = client().post(&url).timeout(std::time::Duration::from_millis(150)).json(&body("hang", false)).send();
+    assert!(gave_up.await.is_err(), "the client timed out");
     // Invalid input.
     let r = client().post(&url).body("{").header("content-type", "application/json").send().await.unwrap();
     let invalid_id = id(&r);
@@ -210,4 +214,9 @@ async fn every_request_outcome_is_recorded_with_its_request_id() {
     assert_eq!((r.status, r.error.as_deref()), (triage::ledger::STATUS_CLIENT_CLOSED, Some("client_disconnect")));
     let r = get(&invalid_id);
     assert_eq!((r.status, r.error.as_deref()), (400, Some("invalid_request")));
+    let abandoned: Vec<Record> = ledger.scan(0).map(Result::unwrap).filter(|r| r.model == "hang").collect();
+    assert_eq!(abandoned.len(), 1, "the abandoned request is recorded once: {abandoned:?}");
+    let r = &abandoned[0];
+    assert_eq!((r.status, r.error.as_deref()), (triage::ledger::STATUS_CLIENT_CLOSED, Some("client_disconnect")));
+    assert!(r.latency_ms < 400.0, "recorded when the client left, not at the first-byte timeout: {r:?}");
 }
