@@ -10,13 +10,14 @@ use std::time::{Duration, Instant};
 
 #[derive(Debug)]
 pub struct Breaker {
-    failures_to_open: u32,
-    cooldown: Duration,
     state: Mutex<State>,
 }
 
 #[derive(Debug, Default)]
 struct State {
+    /// The settings (`[resilience]`), which a reload may change on a running breaker.
+    failures_to_open: u32,
+    cooldown: Duration,
     consecutive_failures: u32,
     open_until: Option<Instant>,
     /// When the trial now in flight was let through.
@@ -35,13 +36,20 @@ pub enum Admission {
 
 impl Breaker {
     pub fn new(failures_to_open: u32, cooldown: Duration) -> Self {
-        Self { failures_to_open, cooldown, state: Mutex::new(State::default()) }
+        Self { state: Mutex::new(State { failures_to_open, cooldown, ..State::default() }) }
+    }
+
+    /// New settings from a reloaded config; the count and any cool-down in progress stay.
+    pub fn configure(&self, failures_to_open: u32, cooldown: Duration) {
+        let mut s = self.lock();
+        s.failures_to_open = failures_to_open;
+        s.cooldown = cooldown;
     }
 
     pub fn admit(&self) -> Admission {
         let mut s = self.lock();
         let now = Instant::now();
-        let trial_pending = s.trial_since.is_some_and(|t| now < t + self.cooldown);
+        let trial_pending = s.trial_since.is_some_and(|t| now < t + s.cooldown);
         match s.open_until {
             None => Admission::Closed,
             Some(until) if now < until || trial_pending => Admission::Open,
@@ -53,15 +61,18 @@ impl Breaker {
     }
 
     pub fn record_success(&self) {
-        *self.lock() = State::default();
+        let mut s = self.lock();
+        s.consecutive_failures = 0;
+        s.open_until = None;
+        s.trial_since = None;
     }
 
     pub fn record_failure(&self) {
         let mut s = self.lock();
         s.consecutive_failures = s.consecutive_failures.saturating_add(1);
         s.trial_since = None;
-        if s.consecutive_failures >= self.failures_to_open {
-            s.open_until = Some(Instant::now() + self.cooldown);
+        if s.consecutive_failures >= s.failures_to_open {
+            s.open_until = Some(Instant::now() + s.cooldown);
         }
     }
 
@@ -77,7 +88,7 @@ impl Breaker {
     pub fn retry_in(&self) -> Option<Duration> {
         let s = self.lock();
         let until = s.open_until?;
-        let trial_until = s.trial_since.map(|t| t + self.cooldown);
+        let trial_until = s.trial_since.map(|t| t + s.cooldown);
         let next = until.max(trial_until.unwrap_or(until));
         Some(next.saturating_duration_since(Instant::now()).max(Duration::from_secs(1)))
     }

@@ -141,6 +141,12 @@ impl Snapshot {
             let names: Vec<&str> = config.experts.iter().map(|e| e.name.as_str()).collect();
             t.retain(&names);
         }
+        // Nothing can fail past this point: a taken-over expert's breaker gets the new
+        // `[resilience]` settings (a rejected reload leaves the old ones).
+        let r = &config.resilience;
+        for e in &experts {
+            e.breaker.configure(r.breaker_failures, r.breaker_cooldown);
+        }
         Ok(Self { config, experts, by_name, routers: built, tiers })
     }
 
@@ -276,4 +282,26 @@ impl Snapshot {
 /// Router factory for configs without routers (and a clear error if one appears).
 pub fn no_routers(r: &RouterRef) -> Result<Arc<dyn Classify>, String> {
     Err(format!("router {r:?} cannot be loaded: this gateway was started without classifier support"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reload_gives_a_taken_over_breaker_the_new_settings() {
+        let text = |failures: u32| {
+            format!(
+                "[resilience]\nbreaker_failures = {failures}\n[[experts]]\nname = \"a\"\nkind = \"openai\"\n\
+                 base_url = \"http://127.0.0.1:9/v1\"\n[[models]]\nname = \"m\"\nexperts = [\"a\"]\n"
+            )
+        };
+        let load = |failures| crate::config::load_str(&text(failures), "t.toml").unwrap();
+        let old = Snapshot::build(load(5), None, &no_routers).unwrap();
+        let new = Snapshot::build(load(1), Some(&old), &no_routers).unwrap();
+        let a = new.expert("a").unwrap();
+        assert!(Arc::ptr_eq(a, old.expert("a").unwrap()), "the expert is taken over, with its state");
+        a.breaker.record_failure();
+        assert!(a.breaker.is_open(), "one failure opens it under the reloaded `breaker_failures = 1`");
+    }
 }
