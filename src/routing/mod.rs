@@ -15,7 +15,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use serde::Serialize;
 
-use crate::config::{Config, Resilience, RouterRef, VirtualModelConfig};
+use crate::config::{Config, ExpertConfig, ExpertKind, Resilience, RouterRef, VirtualModelConfig};
 use crate::experts::{Backend, Expert, ExpertError};
 use crate::tiers::TierManager;
 use decide::{map, Probabilities};
@@ -111,19 +111,9 @@ impl Snapshot {
             (Some(a), Some(b)) => a.same(b),
             _ => false,
         };
-        let mut experts = Vec::with_capacity(config.experts.len());
-        let mut by_name = HashMap::with_capacity(config.experts.len());
-        for (i, e) in config.experts.iter().enumerate() {
-            let reused = previous
-                .and_then(|p| p.expert(&e.name))
-                .filter(|old| old.config == *e && (same_tiers || matches!(old.backend, Backend::Remote(_))));
-            let expert = match reused {
-                Some(old) => old.clone(),
-                None => Arc::new(Expert::new(e.clone(), &config.resilience, tiers.as_ref())?),
-            };
-            experts.push(expert);
-            by_name.insert(e.name.clone(), i);
-        }
+        // Routers first: they are what most often fails to load (a folder not there yet), and
+        // registering a changed tiered local expert (below) replaces its slot, which a
+        // rejected reload could not undo.
         let mut built: HashMap<String, Arc<dyn Classify>> = HashMap::new();
         for m in &config.models {
             let Some(r) = &m.router else { continue };
@@ -137,6 +127,23 @@ impl Snapshot {
             };
             built.insert(m.name.clone(), router);
         }
+        // Then every expert whose building has no lasting effect, and the tiered local
+        // experts last, for the same reason.
+        let tiered = |e: &ExpertConfig| tiers.is_some() && matches!(e.kind, ExpertKind::Local(_));
+        let mut slots: Vec<Option<Arc<Expert>>> = vec![None; config.experts.len()];
+        for last in [false, true] {
+            for (slot, e) in slots.iter_mut().zip(&config.experts).filter(|(_, e)| tiered(e) == last) {
+                let reused = previous
+                    .and_then(|p| p.expert(&e.name))
+                    .filter(|old| old.config == *e && (same_tiers || matches!(old.backend, Backend::Remote(_))));
+                *slot = Some(match reused {
+                    Some(old) => old.clone(),
+                    None => Arc::new(Expert::new(e.clone(), &config.resilience, tiers.as_ref())?),
+                });
+            }
+        }
+        let experts: Vec<Arc<Expert>> = slots.into_iter().flatten().collect();
+        let by_name = config.experts.iter().enumerate().map(|(i, e)| (e.name.clone(), i)).collect();
         if let Some(t) = &tiers {
             let names: Vec<&str> = config.experts.iter().map(|e| e.name.as_str()).collect();
             t.retain(&names);

@@ -338,3 +338,29 @@ async fn warm_and_cold_promotions_are_timed_and_reported() {
     let report = admin(&gw).await;
     assert!(entry(&report, "w")["warm_to_hot_ms"].is_number() && entry(&report, "c")["cold_to_hot_ms"].is_number());
 }
+
+/// A rejected reload leaves a tiered local expert as it was. Registering changed settings
+/// replaces the expert's slot (and drops what it had loaded), so it happens only after the
+/// rest of the new version (here, a router that cannot load) has been built.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rejected_reload_leaves_a_tiered_expert_loaded() {
+    let p = hot_bytes(SMOLLM);
+    let m = model(SMOLLM);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("triage.toml");
+    std::fs::write(&file, format!("{}{}", tiers(p + SLACK, 0), local("a", &m, ""))).unwrap();
+    let mut gw = Gateway::start_files(std::slice::from_ref(&file)).await;
+    gw.stop_watching();
+    assert_eq!(chat(&gw, "a", 1).await.0, 200);
+    let mgr = manager(&gw);
+    assert_eq!(mgr.tier("a"), Some(Tier::Hot));
+    // `a` changes, and a routed model comes whose router this gateway cannot load.
+    let routed = "[[models]]\nname = \"m\"\nrouter = \"centroid\"\nfallback = \"a\"\n\
+                  categories = { \"*\" = [\"a\"] }\n[models.centroid]\nhello = [\"Say hi.\"]\n";
+    let edit = format!("{}{}{routed}", tiers(p + SLACK, 0), local("a", &m, "context_length = 1024"));
+    std::fs::write(&file, edit).unwrap();
+    let r = client().post(gw.url("/admin/reload")).send().await.unwrap();
+    assert_eq!(r.status(), 422, "{}", r.text().await.unwrap());
+    assert_eq!(mgr.tier("a"), Some(Tier::Hot), "the rejected version unloaded the expert");
+    assert_eq!(chat(&gw, "a", 1).await.0, 200);
+}
