@@ -87,6 +87,13 @@ fn serve(paths: Vec<PathBuf>, listen: Option<SocketAddr>, watch: bool) -> anyhow
         // of model loading.
         let listener =
             tokio::net::TcpListener::bind(server_cfg.listen).await.with_context(|| format!("binding {}", server_cfg.listen))?;
+        // Before loading, which takes seconds to minutes: until a handler is installed,
+        // SIGHUP's default action ends the process. One that arrives while loading
+        // reloads once the state exists (the files may have changed meanwhile).
+        let hup = listen_for_sighup();
+        // SIGTERM and Ctrl-C likewise, from here to the end: one handler for the loading
+        // and the serving (a signal between the two is not lost).
+        let mut stop = Box::pin(server::shutdown_signal());
         tracing::info!(listen = %server_cfg.listen, "Listening; loading experts and routers before serving.");
         // Loading local models and routers takes seconds of CPU: keep it off the async workers.
         let factory = routers.clone();
@@ -96,15 +103,15 @@ fn serve(paths: Vec<PathBuf>, listen: Option<SocketAddr>, watch: bool) -> anyhow
         // or Ctrl-C ends the process at once (there is nothing in flight to drain).
         let state = tokio::select! {
             loaded = server::serve_loading(&listener, &limits, loading) => Arc::new(loaded??),
-            () = server::shutdown_signal() => {
+            () = &mut stop => {
                 tracing::info!("Shutting down before loading finished.");
                 return Ok(Served::NotStarted);
             }
         };
         let _watcher = if watch { reload::watch(state.clone()).context("watching the config files")? } else { None };
-        spawn_sighup_reload(state.clone());
+        spawn_sighup_reload(state.clone(), hup);
         tracing::info!(listen = %server_cfg.listen, config = %origin, version = %state.snapshot.load().version(), "Triage is serving.");
-        server::run(listener, state.clone(), server::shutdown_signal(), server_cfg.shutdown_grace).await?;
+        server::run(listener, state.clone(), stop, server_cfg.shutdown_grace).await?;
         if let Some(ledger) = &state.ledger {
             // Every record of a finished request is written before the process exits.
             ledger.close().await.context("flushing the ledger")?;
@@ -129,16 +136,38 @@ enum Served {
     Drained,
 }
 
-/// SIGHUP reloads the config, as operators expect of a daemon.
-fn spawn_sighup_reload(state: Arc<AppState>) {
-    #[cfg(unix)]
-    tokio::spawn(async move {
-        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
-            tracing::warn!("Cannot listen for SIGHUP; reload with POST /admin/reload instead.");
-            return;
-        };
-        while hup.recv().await.is_some() {
-            let _ = reload::reload(&state, "SIGHUP").await;
+#[cfg(unix)]
+type Hangup = tokio::signal::unix::Signal;
+#[cfg(not(unix))]
+type Hangup = std::convert::Infallible;
+
+/// The SIGHUP stream; installing it replaces SIGHUP's default action (ending the process).
+#[cfg(unix)]
+fn listen_for_sighup() -> Option<Hangup> {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(hup) => Some(hup),
+        Err(e) => {
+            tracing::warn!(error = %e, "Cannot listen for SIGHUP; reload with POST /admin/reload instead.");
+            None
         }
-    });
+    }
+}
+
+#[cfg(not(unix))]
+fn listen_for_sighup() -> Option<Hangup> {
+    None
+}
+
+/// SIGHUP reloads the config, as operators expect of a daemon.
+fn spawn_sighup_reload(state: Arc<AppState>, hup: Option<Hangup>) {
+    #[cfg(unix)]
+    if let Some(mut hup) = hup {
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                let _ = reload::reload(&state, "SIGHUP").await;
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    let _ = (state, hup);
 }

@@ -4,7 +4,7 @@
 //! previous one keeps serving, and the error is logged, counted and shown by
 //! `GET /admin/policies`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -117,35 +117,32 @@ pub async fn reload(state: &AppState, trigger: &str) -> Result<Reloaded, String>
 
 /// Watches the config files (their folders, so atomic renames are seen) and reloads
 /// after each burst of changes. The returned watcher must be kept alive.
+///
+/// An event counts when it names a config file, a `*.toml` directly in a watched folder,
+/// or a name starting with `..` in a watched folder: Kubernetes mounts a ConfigMap as
+/// `triage.toml -> ..data/triage.toml`, `..data -> ..<timestamp>`, and updates it by
+/// swapping `..data`, so no event names `triage.toml`. A config file that is a symlink
+/// is also followed to its target, watched in the target's own folder (see `Targets`).
+/// Other events in the folders (a log written beside the config) are ignored, so they
+/// cannot hold the debounce off.
 pub fn watch(state: Arc<AppState>) -> Result<Option<notify::RecommendedWatcher>, notify::Error> {
     use notify::{RecursiveMode, Watcher};
     let Some(source) = &state.reload_source else { return Ok(None) };
     let watched: Vec<PathBuf> =
         source.paths.iter().map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone())).collect();
-    let dirs: Vec<PathBuf> =
-        watched
-            .iter()
-            .map(|p| {
-                if p.is_dir() {
-                    p.clone()
-                } else {
-                    p.parent().map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."))
-                }
-            })
-            .collect();
+    let mut dirs: Vec<PathBuf> = watched
+        .iter()
+        .map(|p| if p.is_dir() { p.clone() } else { p.parent().map_or_else(|| PathBuf::from("."), PathBuf::from) })
+        .collect();
+    dirs.sort();
+    dirs.dedup();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let relevant = watched.clone();
+    // Weak, so that dropping the returned watcher still ends the reload task below.
+    let mut targets = Targets::new(watched.clone(), tx.downgrade());
+    let (files, folders) = (watched, dirs.clone());
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else { return };
-        if event.kind.is_access() {
-            return;
-        }
-        let hit = event.paths.iter().any(|p| {
-            relevant.iter().any(|w| {
-                p == w || (w.is_dir() && p.parent() == Some(w.as_path()) && p.extension().is_some_and(|x| x == "toml"))
-            })
-        });
-        if hit {
+        if !event.kind.is_access() && event.paths.iter().any(|p| names_config(p, &files, &folders)) {
             let _ = tx.send(());
         }
     })?;
@@ -162,8 +159,97 @@ pub fn watch(state: Arc<AppState>) -> Result<Option<notify::RecommendedWatcher>,
                     Err(_) => break,
                 }
             }
+            // A swap may have pointed a symlink elsewhere: follow the new target.
+            targets.refresh();
             let _ = reload(&state, "file change").await;
         }
     });
+    Ok(Some(watcher))
+}
+
+/// Whether an event on `path` may change the config: see [`watch`].
+fn names_config(path: &Path, files: &[PathBuf], dirs: &[PathBuf]) -> bool {
+    let Some(parent) = path.parent() else { return false };
+    files.iter().any(|w| path == w || (w.is_dir() && parent == w && path.extension().is_some_and(|x| x == "toml")))
+        || (dirs.iter().any(|d| parent == d)
+            && path.file_name().is_some_and(|n| n.as_encoded_bytes().starts_with(b"..")))
+}
+
+/// The files that symlinked config files point to. An edit of a target names the target,
+/// in its own folder, so those folders are watched too, for events on the targets. The
+/// links are resolved again after every change, since a swap (a ConfigMap update,
+/// `ln -sfn`) points them elsewhere.
+struct Targets {
+    /// The watched config paths: files, and folders whose `*.toml` files may be links.
+    paths: Vec<PathBuf>,
+    resolved: Vec<PathBuf>,
+    watcher: Option<notify::RecommendedWatcher>,
+    tx: tokio::sync::mpsc::WeakUnboundedSender<()>,
+}
+
+impl Targets {
+    fn new(paths: Vec<PathBuf>, tx: tokio::sync::mpsc::WeakUnboundedSender<()>) -> Self {
+        let mut targets = Self { paths, resolved: Vec::new(), watcher: None, tx };
+        targets.refresh();
+        targets
+    }
+
+    /// Resolves the links and, where a target changed, watches the new targets' folders.
+    fn refresh(&mut self) {
+        let resolved = resolve_links(&self.paths);
+        if resolved == self.resolved {
+            return;
+        }
+        match watch_targets(&resolved, self.tx.clone()) {
+            Ok(watcher) => {
+                self.watcher = watcher;
+                self.resolved = resolved;
+            }
+            // Keeps the previous watch; the next change tries again.
+            Err(e) => tracing::warn!(
+                error = %e,
+                targets = ?resolved,
+                "Cannot watch the target of a symlinked config file; its edits reload on SIGHUP or POST /admin/reload."
+            ),
+        }
+    }
+}
+
+/// The canonical targets of the config files that are symlinks, sorted.
+fn resolve_links(paths: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = paths
+        .iter()
+        .flat_map(|p| config::expand(std::slice::from_ref(p)).unwrap_or_default())
+        .filter(|f| f.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()))
+        .filter_map(|f| std::fs::canonicalize(f).ok())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+fn watch_targets(
+    targets: &[PathBuf],
+    tx: tokio::sync::mpsc::WeakUnboundedSender<()>,
+) -> Result<Option<notify::RecommendedWatcher>, notify::Error> {
+    use notify::{RecursiveMode, Watcher};
+    if targets.is_empty() {
+        return Ok(None);
+    }
+    let files = targets.to_vec();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let Ok(event) = event else { return };
+        if !event.kind.is_access() && event.paths.iter().any(|p| files.contains(p)) {
+            if let Some(tx) = tx.upgrade() {
+                let _ = tx.send(());
+            }
+        }
+    })?;
+    let mut dirs: Vec<&Path> = targets.iter().filter_map(|t| t.parent()).collect();
+    dirs.sort();
+    dirs.dedup();
+    for dir in dirs {
+        watcher.watch(dir, RecursiveMode::NonRecursive)?;
+    }
     Ok(Some(watcher))
 }

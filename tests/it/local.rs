@@ -464,6 +464,7 @@ async fn a_local_expert_refuses_what_it_cannot_do_and_the_next_expert_takes_it()
 /// is plain text.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_answers_while_loading_then_serves() {
+    let _one_at_a_time = crate::support::EMBEDDED_SERVE.lock().await;
     use std::time::Duration;
     let serve = |addr: std::net::SocketAddr| {
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_triage"));

@@ -229,6 +229,122 @@ async fn the_binary_reloads_on_sighup() {
     assert!(status.success(), "SIGTERM exits 0: {status}");
 }
 
+/// A Kubernetes ConfigMap volume: `triage.toml -> ..data/triage.toml`, `..data -> ..v1`.
+/// An update (kubelet's AtomicWriter) writes a new `..v2`, points `..data_tmp` at it,
+/// renames that over `..data` and deletes `..v1`: no event names `triage.toml`.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_configmap_style_symlink_swap_is_picked_up() {
+    use std::os::unix::fs::symlink;
+    let a = Mock::start("a", Behavior::Ok).await;
+    let b = Mock::start("b", Behavior::Ok).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    let text = |e: &str| format!("{}{}", experts_toml(&a, &b), model_toml(e));
+    std::fs::create_dir(d.join("..v1")).unwrap();
+    std::fs::write(d.join("..v1/triage.toml"), text("\"a\"")).unwrap();
+    symlink("..v1", d.join("..data")).unwrap();
+    symlink("..data/triage.toml", d.join("triage.toml")).unwrap();
+    let gw = Gateway::start_files(&[d.join("triage.toml")]).await;
+    assert_eq!(expert_of_next_request(&gw).await, "a");
+    // A log written beside the config every 20 ms must not hold the reload back (the
+    // debounce waits for 250 ms of quiet among the events that count).
+    let log = d.join("gateway.log");
+    let logging = tokio::spawn(async move {
+        loop {
+            std::fs::write(&log, "a line\n").unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    std::fs::create_dir(d.join("..v2")).unwrap();
+    std::fs::write(d.join("..v2/triage.toml"), text("\"b\"")).unwrap();
+    symlink("..v2", d.join("..data_tmp")).unwrap();
+    std::fs::rename(d.join("..data_tmp"), d.join("..data")).unwrap();
+    std::fs::remove_dir_all(d.join("..v1")).unwrap();
+    let took = wait_for_expert(&gw, "b").await;
+    logging.abort();
+    assert!(took < Duration::from_secs(2), "the swap took {took:?}");
+}
+
+/// `--config` names a symlink to a file elsewhere: editing that file reloads, and so does
+/// pointing the link at another file, whose later edits are then followed too.
+#[cfg(unix)]
+#[tokio::test]
+async fn edits_to_the_target_of_a_symlinked_config_are_picked_up() {
+    use std::os::unix::fs::symlink;
+    let a = Mock::start("a", Behavior::Ok).await;
+    let b = Mock::start("b", Behavior::Ok).await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = |e: &str| format!("{}{}", experts_toml(&a, &b), model_toml(e));
+    let (etc, srv, next) = (dir.path().join("etc"), dir.path().join("srv"), dir.path().join("next"));
+    for d in [&etc, &srv, &next] {
+        std::fs::create_dir(d).unwrap();
+    }
+    std::fs::write(srv.join("triage.toml"), text("\"a\"")).unwrap();
+    let link = etc.join("triage.toml");
+    symlink(srv.join("triage.toml"), &link).unwrap();
+    let gw = Gateway::start_files(std::slice::from_ref(&link)).await;
+    assert_eq!(expert_of_next_request(&gw).await, "a");
+    // In place, and then atomically, as an editor saves.
+    std::fs::write(srv.join("triage.toml"), text("\"b\"")).unwrap();
+    wait_for_expert(&gw, "b").await;
+    write_atomic(&srv.join("triage.toml"), &text("\"a\""));
+    wait_for_expert(&gw, "a").await;
+    // The link re-pointed (`ln -sfn`): the new target is read, then followed.
+    std::fs::write(next.join("triage.toml"), text("\"b\"")).unwrap();
+    symlink(next.join("triage.toml"), etc.join("triage.toml.tmp")).unwrap();
+    std::fs::rename(etc.join("triage.toml.tmp"), &link).unwrap();
+    wait_for_expert(&gw, "b").await;
+    std::fs::write(next.join("triage.toml"), text("\"a\"")).unwrap();
+    wait_for_expert(&gw, "a").await;
+}
+
+/// SIGHUP while the experts and routers still load (seconds) must not end the process,
+/// which is SIGHUP's default action until a handler is installed.
+#[tokio::test]
+async fn the_binary_survives_sighup_while_loading() {
+    let _one_at_a_time = crate::support::EMBEDDED_SERVE.lock().await;
+    use tokio::io::AsyncBufReadExt;
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    // The embedded default: its local experts take seconds to load.
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_triage"))
+        .args(["serve", "--no-watch", "--listen", &addr.to_string()])
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut log = String::new();
+    let mut until = async |what: &str| {
+        let read = async {
+            loop {
+                let line = lines.next_line().await.unwrap().unwrap_or_else(|| panic!("the gateway exited:\n{log}"));
+                log.push_str(&line);
+                log.push('\n');
+                if line.contains(what) {
+                    return;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(120), read).await.unwrap_or_else(|_| panic!("no {what:?} in:\n{log}"));
+    };
+    until("Listening; loading experts and routers before serving.").await;
+    let pid = child.id().unwrap().to_string();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(child.try_wait().unwrap().is_none(), "SIGHUP while loading ended the gateway");
+    let ready = |path: &str| client().get(format!("http://{addr}{path}")).send();
+    assert_eq!(ready("/ready").await.unwrap().status(), 503, "the HUP arrived while loading");
+    until("Triage is serving").await;
+    assert_eq!(ready("/ready").await.unwrap().status(), 200, "serves after the HUP");
+    assert!(child.try_wait().unwrap().is_none());
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "SIGTERM exits 0: {status}");
+}
+
 #[test]
 fn policy_check_validates_offline_with_exit_status_1_on_error() {
     let dir = tempfile::tempdir().unwrap();

@@ -104,6 +104,10 @@ pub fn client() -> reqwest::Client {
 /// One gateway on the embedded default config (two local GGUF experts and the default
 /// router), shared by the tests that need real models: loading them takes seconds. It
 /// runs on its own thread and runtime so it outlives each test's runtime.
+/// `triage serve` without `--config` opens the embedded default's ledger, `data/ledger` under
+/// the repository, which one process at a time may hold: a test that starts it holds this.
+pub static EMBEDDED_SERVE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 pub fn local_gateway() -> SocketAddr {
     static ADDR: std::sync::OnceLock<SocketAddr> = std::sync::OnceLock::new();
     *ADDR.get_or_init(|| {
