@@ -61,12 +61,40 @@ impl PolicyStatus {
 pub struct Reloaded {
     pub version: String,
     pub changed: bool,
+    /// Sections the new version changed that are read at start only (`[server]`,
+    /// `[limits]`, `[auth]`, `[ledger]`): the rest is applied, these wait for a restart.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub restart_required: Vec<&'static str>,
+}
+
+impl Reloaded {
+    fn unchanged(version: &str) -> Self {
+        Self { version: version.to_string(), changed: false, restart_required: Vec::new() }
+    }
+}
+
+/// The start-only sections `new` changes from `old` (compared by their debug form, which
+/// names secrets' variables, never their values). `[server] listen` is left out: `--listen`
+/// overrides it at start, so the files need not agree with the running address.
+fn restart_only_changes(old: &config::Config, new: &config::Config) -> Vec<&'static str> {
+    let differs = |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
+    let mut server = new.server.clone();
+    server.listen = old.server.listen;
+    [
+        ("[server]", differs(&old.server, &server)),
+        ("[limits]", differs(&old.limits, &new.limits)),
+        ("[auth]", differs(&old.auth, &new.auth)),
+        ("[ledger]", differs(&old.ledger, &new.ledger)),
+    ]
+    .into_iter()
+    .filter_map(|(section, changed)| changed.then_some(section))
+    .collect()
 }
 
 /// Reads, validates and swaps in the config files. `trigger` names the cause in logs.
 pub async fn reload(state: &AppState, trigger: &str) -> Result<Reloaded, String> {
     let Some(source) = &state.reload_source else {
-        return Ok(Reloaded { version: state.snapshot.load().version().to_string(), changed: false });
+        return Ok(Reloaded::unchanged(state.snapshot.load().version()));
     };
     // One reload at a time, so two quick edits cannot swap in out of order.
     let _guard = state.reload_lock.lock().await;
@@ -87,9 +115,13 @@ pub async fn reload(state: &AppState, trigger: &str) -> Result<Reloaded, String>
     .and_then(|r| r);
     let mut status = state.policy_status.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     match built {
-        Ok(None) => Ok(Reloaded { version: previous.version().to_string(), changed: false }),
+        Ok(None) => Ok(Reloaded::unchanged(previous.version())),
         Ok(Some(snapshot)) => {
             let version = snapshot.version().to_string();
+            let restart_required = restart_only_changes(&previous.config, &snapshot.config);
+            if !restart_required.is_empty() {
+                tracing::warn!(trigger, sections = ?restart_required, "The new version changes sections read at start only: they take effect after a restart; the rest is applied.");
+            }
             let (reloads, failed) = (status.reloads + 1, status.failed_reloads);
             let (last_error, last_error_at) = (status.last_error.take(), status.last_error_at.take());
             *status = PolicyStatus {
@@ -102,7 +134,7 @@ pub async fn reload(state: &AppState, trigger: &str) -> Result<Reloaded, String>
             state.snapshot.store(Arc::new(snapshot));
             state.telemetry.metrics().policy_reload(true);
             tracing::info!(trigger, version = %version, previous = %previous.version(), "Config reloaded.");
-            Ok(Reloaded { version, changed: true })
+            Ok(Reloaded { version, changed: true, restart_required })
         }
         Err(e) => {
             status.failed_reloads += 1;

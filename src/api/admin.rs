@@ -47,7 +47,7 @@ pub async fn experts(State(state): State<Arc<AppState>>) -> Json<serde_json::Val
 /// (the previous version keeps serving).
 pub async fn reload(State(state): State<Arc<AppState>>) -> Response {
     match reload::reload(&state, "admin api").await {
-        Ok(r) => Json(json!({"version": r.version, "changed": r.changed})).into_response(),
+        Ok(r) => Json(r).into_response(),
         Err(e) => (
             StatusCode::UNPROCESSABLE_ENTITY,
             Json(json!({"error": {"message": e, "type": "invalid_request_error", "param": null, "code": "invalid_config"}})),

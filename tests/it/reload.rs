@@ -185,6 +185,23 @@ async fn admin_reload_applies_or_rejects_with_the_reason() {
     assert_eq!(expert_of_next_request(&s.gw).await, "b");
 }
 
+/// Sections read at start only are named when an edit changes them: the rest of the edit is
+/// applied, and the operator learns that those parts wait for a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_names_the_sections_that_need_a_restart() {
+    let mut s = setup().await;
+    s.gw.stop_watching();
+    std::fs::write(&s.policy, format!("{}[limits]\nmax_messages = 3\n", model_toml("\"b\""))).unwrap();
+    let r = client().post(s.gw.url("/admin/reload")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!((v["changed"].as_bool(), &v["restart_required"]), (Some(true), &json!(["[limits]"])), "{v}");
+    assert_eq!(expert_of_next_request(&s.gw).await, "b", "the rest of the edit is applied");
+    std::fs::write(&s.policy, format!("{}[limits]\nmax_messages = 3\n", model_toml("\"a\""))).unwrap();
+    let v: Value = client().post(s.gw.url("/admin/reload")).send().await.unwrap().json().await.unwrap();
+    assert!(v.get("restart_required").is_none(), "nothing start-only changed this time: {v}");
+}
+
 /// The real binary: `triage serve --config` and SIGHUP.
 #[tokio::test]
 async fn the_binary_reloads_on_sighup() {
