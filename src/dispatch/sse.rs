@@ -175,8 +175,19 @@ impl Stream for Relay {
                 Poll::Ready(None) => {
                     let mut rest = self.partial.split();
                     self.saw_done |= ends_with_done(&rest);
+                    let whole = rest.is_empty() || ends_with_event_boundary(&rest);
                     if self.saw_done {
                         self.outcome.completed = true;
+                        if !whole {
+                            // A last `data: [DONE]` without its blank line: end the event.
+                            rest.extend_from_slice(b"\n\n");
+                        }
+                    } else if whole && !self.outcome.finish_reasons.is_empty() {
+                        // Every event arrived and the answer said how it ended; only the
+                        // `[DONE]` marker is missing (older llama.cpp servers): complete it.
+                        tracing::debug!("Expert stream ended after its finish reason without [DONE]; adding it.");
+                        self.outcome.completed = true;
+                        rest.extend_from_slice(b"data: [DONE]\n\n");
                     } else {
                         tracing::warn!("Expert stream ended before data: [DONE]; telling the client.");
                         self.outcome.error = Some(TRUNCATED);
@@ -377,6 +388,18 @@ mod tests {
             let (text, o) = run(chunks, false).await;
             assert!(!text.contains(TRUNCATED) && o.completed && o.error.is_none(), "{text}");
         }
+        // A last [DONE] without its blank line is ended for the client.
+        let (text, o) = run(vec![content, "data: [DONE]"], false).await;
+        assert_eq!((text.as_str(), o.completed), (format!("{content}data: [DONE]\n\n").as_str(), true));
+        // Whole events that said how the answer ended, then a clean close without [DONE]
+        // (older llama.cpp): complete, and the client gets its [DONE].
+        let last = "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n";
+        let (text, o) = run(vec![content, last], false).await;
+        assert_eq!(text, format!("{content}{last}data: [DONE]\n\n"));
+        assert!(o.completed && o.error.is_none(), "{o:?}");
+        // Without a finish reason the same close is a truncation.
+        let (text, o) = run(vec![content, content], false).await;
+        assert!(text.contains(TRUNCATED) && !o.completed, "{text}");
     }
 
     #[tokio::test]
