@@ -72,8 +72,12 @@ impl RemoteExpert {
         opts: CallOptions<'_>,
         trace: &[(http::HeaderName, http::HeaderValue)],
     ) -> Result<Reply, ExpertError> {
-        let deadline = Instant::now() + self.timeouts.total;
-        let resp = self.send(&self.chat_url, body, trace).await?;
+        let now = Instant::now();
+        let deadline = now + self.timeouts.total;
+        // One first-byte window from the send: the response head and, for a stream, its
+        // first event must both arrive within it.
+        let first_byte_by = now + self.timeouts.first_byte;
+        let resp = self.send(&self.chat_url, body, trace, first_byte_by).await?;
         if !opts.stream {
             let body = self.read_body(resp, deadline).await?;
             let head = ReplyHead::parse(&body).map_err(|detail| self.protocol(detail))?;
@@ -90,7 +94,7 @@ impl RemoteExpert {
             return Err(self.protocol("a streaming request was not answered with text/event-stream".into()));
         }
         let mut upstream = resp.bytes_stream();
-        let first = match timeout_at(deadline.min(Instant::now() + self.timeouts.first_byte), upstream.next()).await {
+        let first = match timeout_at(deadline.min(first_byte_by), upstream.next()).await {
             Err(_) => {
                 return Err(ExpertError::FirstByteTimeout {
                     expert: self.name.clone(),
@@ -120,19 +124,22 @@ impl RemoteExpert {
         body: &serde_json::Map<String, serde_json::Value>,
         trace: &[(http::HeaderName, http::HeaderValue)],
     ) -> Result<(Bytes, ReplyHead), ExpertError> {
-        let deadline = Instant::now() + self.timeouts.total;
-        let resp = self.send(&self.embeddings_url, body, trace).await?;
+        let now = Instant::now();
+        let deadline = now + self.timeouts.total;
+        let resp = self.send(&self.embeddings_url, body, trace, now + self.timeouts.first_byte).await?;
         let body = self.read_body(resp, deadline).await?;
         let head = ReplyHead::parse(&body).map_err(|detail| self.protocol(detail))?;
         Ok((body, head))
     }
 
-    /// Sends the request and waits for the response head; non-2xx becomes an error.
+    /// Sends the request and waits for the response head until `head_by`; non-2xx becomes
+    /// an error.
     async fn send(
         &self,
         url: &reqwest::Url,
         body: &serde_json::Map<String, serde_json::Value>,
         trace: &[(http::HeaderName, http::HeaderValue)],
+        head_by: Instant,
     ) -> Result<reqwest::Response, ExpertError> {
         let payload =
             serde_json::to_vec(&WithModel { body, model: &self.model }).map_err(|e| self.protocol(e.to_string()))?;
@@ -140,7 +147,7 @@ impl RemoteExpert {
         for (k, v) in trace {
             req = req.header(k, v);
         }
-        let resp = match timeout(self.timeouts.first_byte, req.send()).await {
+        let resp = match timeout_at(head_by, req.send()).await {
             Err(_) => {
                 return Err(ExpertError::FirstByteTimeout {
                     expert: self.name.clone(),

@@ -129,6 +129,19 @@ async fn a_hung_backend_is_given_up_at_the_first_byte_timeout_and_its_connection
     settles(&gw, &f).await;
 }
 
+/// `first_byte_ms` is one window from the send: a head that comes in time does not open
+/// a second one for the first event.
+#[tokio::test]
+async fn the_first_byte_window_covers_the_head_and_the_first_event_together() {
+    // first_byte_ms = 400: head at 250 ms, first event at 500 ms.
+    let late = Fault::SlowHeadThenSlowEvent { each: Duration::from_millis(250) };
+    let (gw, f, _b) = with_fallback(late, DEFAULT_TIMEOUTS).await;
+    let resp = post(&gw, &chat("triage", true)).await;
+    assert_eq!(resp.headers()["x-triage-expert"], "b", "the first event came 500 ms after the send");
+    let _ = resp.bytes().await.unwrap();
+    settles(&gw, &f).await;
+}
+
 #[tokio::test]
 async fn a_stream_slower_than_the_total_timeout_ends_with_an_error_event() {
     // Events 300 ms apart, 4 of them, against a 1 s total: the stream is cut mid-way.

@@ -229,6 +229,8 @@ pub enum Fault {
     TruncatedStream,
     /// 200 `text/event-stream` whose first event is not JSON.
     GarbledStream,
+    /// The SSE head after `each`, the first event `each` later, then the rest at once.
+    SlowHeadThenSlowEvent { each: Duration },
 }
 
 pub struct FaultServer {
@@ -356,6 +358,18 @@ async fn serve_fault(mut tcp: tokio::net::TcpStream, fault: Fault, hits: &Atomic
                 out.extend(sse_chunk(json!({"role": "assistant", "content": ""}), Value::Null));
                 out.extend(sse_chunk(json!({"content": WORDS[0]}), Value::Null));
                 out.extend(sse_chunk(json!({"content": WORDS[1]}), Value::Null));
+                let _ = wr.write_all(&out).await;
+                let _ = wr.shutdown().await;
+            }
+            Fault::SlowHeadThenSlowEvent { each } => {
+                tokio::time::sleep(each).await;
+                if wr.write_all(SSE_HEAD).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(each).await;
+                let mut out = sse_chunk(json!({"role": "assistant", "content": ""}), Value::Null);
+                out.extend(sse_chunk(json!({"content": WORDS.concat()}), json!("stop")));
+                out.extend_from_slice(b"data: [DONE]\n\n");
                 let _ = wr.write_all(&out).await;
                 let _ = wr.shutdown().await;
             }
