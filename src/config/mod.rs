@@ -88,7 +88,8 @@ pub enum ConfigError {
 pub struct Config {
     /// The files this came from (or [`EMBEDDED_ORIGIN`]), for messages.
     pub origin: String,
-    /// Hash of the files' names and contents: the policy version every record carries.
+    /// Hash of the files' names and contents and of the trained routers' versions: the
+    /// policy version every record carries.
     pub version: String,
     /// Where `router = "name"` finds `name/router.toml`.
     pub routers_dir: PathBuf,
@@ -331,6 +332,29 @@ fn version_hash(sources: &[Source]) -> String {
     hex::encode(&h.finalize()[..8])
 }
 
+/// Folds the trained routers' own versions into the files' version: retraining a router
+/// changes what serves as much as editing a policy does.
+fn with_router_versions(files_version: String, models: &[VirtualModelConfig]) -> String {
+    use sha2::{Digest, Sha256};
+    let routers: Vec<String> = models
+        .iter()
+        .filter_map(|m| match &m.router {
+            Some(RouterRef::Trained { name, version, .. }) => Some(format!("{name}={version}")),
+            _ => None,
+        })
+        .collect();
+    if routers.is_empty() {
+        return files_version;
+    }
+    let mut h = Sha256::new();
+    h.update(files_version.as_bytes());
+    for r in routers {
+        h.update([0]);
+        h.update(r.as_bytes());
+    }
+    hex::encode(&h.finalize()[..8])
+}
+
 fn parse(text: &str, origin: &str) -> Result<RawConfig, ConfigError> {
     let parse_error = |err: &toml::de::Error, path: String| {
         let (line, column) = err.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
@@ -487,6 +511,7 @@ impl Validator<'_> {
             models.push(policy::validate(file, &path, m, &experts, &routers_dir)?);
         }
         policy::check_fallback_cycles(&models, &experts)?;
+        let version = with_router_versions(version, &models);
         Ok(Config { origin, version, server, resilience, experts, models, routers_dir, ledger, auth, limits, tiers })
     }
 

@@ -14,8 +14,10 @@ pub const CENTROID_ROUTER: &str = "centroid";
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum RouterRef {
-    /// A trained router folder `<routers_dir>/<name>`.
-    Trained { name: String, dir: std::path::PathBuf, labels: Vec<String> },
+    /// A trained router folder `<routers_dir>/<name>`; `version` is its `router.toml`'s
+    /// (a hash of its weights, rewritten by `router train`), so a retrained router is a
+    /// new config version and a reload loads it.
+    Trained { name: String, dir: std::path::PathBuf, labels: Vec<String>, version: String },
     /// Categories described by example prompts; adding one needs no retraining.
     Centroid { examples: Vec<(String, Vec<String>)> },
 }
@@ -137,8 +139,8 @@ fn unit_interval(file: &str, path: &str, v: f32) -> Result<f32, ConfigError> {
     }
 }
 
-/// Reads the label list of `<routers_dir>/<name>/router.toml`.
-fn router_labels(file: &str, path: &str, routers_dir: &Path, name: &str) -> Result<Vec<String>, ConfigError> {
+/// Reads the label list and the version of `<routers_dir>/<name>/router.toml`.
+fn router_meta(file: &str, path: &str, routers_dir: &Path, name: &str) -> Result<(Vec<String>, String), ConfigError> {
     let toml_path = routers_dir.join(name).join("router.toml");
     let text = std::fs::read_to_string(&toml_path)
         .map_err(|e| invalid(file, path, format!("router {name:?}: cannot read {}: {e}", toml_path.display())))?;
@@ -148,8 +150,9 @@ fn router_labels(file: &str, path: &str, routers_dir: &Path, name: &str) -> Resu
         .get("labels")
         .and_then(|l| l.as_array())
         .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect::<Vec<_>>());
+    let version = table.get("version").and_then(|v| v.as_str()).unwrap_or_default().to_string();
     match labels {
-        Some(l) if !l.is_empty() => Ok(l),
+        Some(l) if !l.is_empty() => Ok((l, version)),
         _ => Err(invalid(file, path, format!("router {name:?}: {} has no `labels` list", toml_path.display()))),
     }
 }
@@ -204,8 +207,8 @@ pub(super) fn validate(
             if !m.centroid.is_empty() {
                 return Err(invalid(file, format!("{path}.centroid"), "is only for router = \"centroid\""));
             }
-            let labels = router_labels(file, &format!("{path}.router"), routers_dir, name)?;
-            Some(RouterRef::Trained { name: name.to_string(), dir: routers_dir.join(name), labels })
+            let (labels, version) = router_meta(file, &format!("{path}.router"), routers_dir, name)?;
+            Some(RouterRef::Trained { name: name.to_string(), dir: routers_dir.join(name), labels, version })
         }
     };
     if let Some(r) = &router {

@@ -124,6 +124,27 @@ fn routed(dir: &tempfile::TempDir, model: &str) -> String {
     format!("{REMOTE}[[experts]]\nname = \"b\"\nkind = \"openai\"\nbase_url = \"http://x/v1\"\n[routing]\nrouters_dir = {:?}\n{model}", dir.path().display().to_string())
 }
 
+/// Retraining rewrites `router.toml`'s `version`: the config is then a new version, and the
+/// router reference differs, so a reload builds the retrained router instead of keeping
+/// the old one.
+#[test]
+fn a_retrained_router_makes_a_new_config_version() {
+    let dir = routers(&["coding", "math"]);
+    let text = routed(
+        &dir,
+        "[[models]]\nname = \"m\"\nrouter = \"r\"\nfallback = \"a\"\n[models.categories]\n\"*\" = [\"a\"]\n",
+    );
+    let toml = dir.path().join("r/router.toml");
+    let labels = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(&toml, format!("version = \"v1\"\n{labels}")).unwrap();
+    let (v1, v1_again) = (load(&text).unwrap(), load(&text).unwrap());
+    assert_eq!(v1.version, v1_again.version, "the same files and router: the same version");
+    std::fs::write(&toml, format!("version = \"v2\"\n{labels}")).unwrap();
+    let v2 = load(&text).unwrap();
+    assert_ne!(v1.version, v2.version);
+    assert_ne!(v1.models[0].router, v2.models[0].router);
+}
+
 #[test]
 fn a_routed_model_validates_against_the_router_labels() {
     let dir = routers(&["coding", "math"]);

@@ -164,7 +164,12 @@ mod tests {
         VirtualModelConfig {
             name: "m".into(),
             file: "t.toml".into(),
-            router: Some(RouterRef::Trained { name: "r".into(), dir: "routers/r".into(), labels: labels() }),
+            router: Some(RouterRef::Trained {
+                name: "r".into(),
+                dir: "routers/r".into(),
+                labels: labels(),
+                version: String::new(),
+            }),
             experts: vec![],
             fallback: Some("general".into()),
             categories,
