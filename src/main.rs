@@ -109,6 +109,12 @@ fn serve(paths: Vec<PathBuf>, listen: Option<SocketAddr>, watch: bool) -> anyhow
             }
         };
         let _watcher = if watch { reload::watch(state.clone()).context("watching the config files")? } else { None };
+        if watch {
+            // The watcher starts now: an edit saved while experts loaded is read once here
+            // (a no-op when the files are what was loaded).
+            let state = state.clone();
+            tokio::spawn(async move { reload::reload(&state, "edit during start-up").await });
+        }
         spawn_sighup_reload(state.clone(), hup);
         tracing::info!(listen = %server_cfg.listen, config = %origin, version = %state.snapshot.load().version(), "Triage is serving.");
         server::run(listener, state.clone(), stop, server_cfg.shutdown_grace).await?;

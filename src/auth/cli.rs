@@ -68,6 +68,10 @@ pub fn run(args: KeysArgs) -> anyhow::Result<()> {
             }
         },
     };
+    if !matches!(args.cmd, KeysCommand::Create { .. }) && !db.exists() {
+        // Opening would create an empty database: a mistyped path would list no keys.
+        anyhow::bail!("no keys database at {} (`triage keys create` makes one)", db.display());
+    }
     let store = KeyStore::open(&db)?;
     match args.cmd {
         KeysCommand::Create { name, tenant, models, budget_daily, budget_monthly, rpm, tpm } => {

@@ -72,6 +72,10 @@ fn run_keys(db: &std::path::Path, args: &[&str]) -> std::process::Output {
 async fn keys_cli_create_list_revoke_round_trip_and_the_gateway_honours_it() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("keys");
+    // Listing a database that is not there (a mistyped path) says so, and creates nothing.
+    let out = run_keys(&db, &["list"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no keys database"));
+    assert!(!db.exists());
     let out = run_keys(&db, &["create", "alice", "--tenant", "acme", "--model", "triage", "--rpm", "100"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let alice = String::from_utf8(out.stdout).unwrap().trim().to_string();
