@@ -73,24 +73,6 @@ impl Reloaded {
     }
 }
 
-/// The start-only sections `new` changes from `old` (compared by their debug form, which
-/// names secrets' variables, never their values). `[server] listen` is left out: `--listen`
-/// overrides it at start, so the files need not agree with the running address.
-fn restart_only_changes(old: &config::Config, new: &config::Config) -> Vec<&'static str> {
-    let differs = |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
-    let mut server = new.server.clone();
-    server.listen = old.server.listen;
-    [
-        ("[server]", differs(&old.server, &server)),
-        ("[limits]", differs(&old.limits, &new.limits)),
-        ("[auth]", differs(&old.auth, &new.auth)),
-        ("[ledger]", differs(&old.ledger, &new.ledger)),
-    ]
-    .into_iter()
-    .filter_map(|(section, changed)| changed.then_some(section))
-    .collect()
-}
-
 /// Reads, validates and swaps in the config files. `trigger` names the cause in logs.
 pub async fn reload(state: &AppState, trigger: &str) -> Result<Reloaded, String> {
     let Some(source) = &state.reload_source else {
@@ -118,7 +100,7 @@ pub async fn reload(state: &AppState, trigger: &str) -> Result<Reloaded, String>
         Ok(None) => Ok(Reloaded::unchanged(previous.version())),
         Ok(Some(snapshot)) => {
             let version = snapshot.version().to_string();
-            let restart_required = restart_only_changes(&previous.config, &snapshot.config);
+            let restart_required = state.start_only.changed_in(&snapshot.config);
             if !restart_required.is_empty() {
                 tracing::warn!(trigger, sections = ?restart_required, "The new version changes sections read at start only: they take effect after a restart; the rest is applied.");
             }

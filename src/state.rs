@@ -25,6 +25,9 @@ pub struct AppState {
     pub auth: Option<std::sync::Arc<crate::auth::Auth>>,
     /// Fixed at start, like the body limit.
     pub limits: crate::config::Limits,
+    /// The start-only sections as this process runs with them (a reload names the ones
+    /// its files change).
+    pub start_only: crate::config::StartOnly,
     /// Set on SIGTERM: `/ready` turns 503 so load balancers stop sending traffic.
     draining: AtomicBool,
     pub reload_source: Option<ReloadSource>,
@@ -70,6 +73,7 @@ impl AppState {
             }
         };
         let limits = config.limits.clone();
+        let start_only = crate::config::StartOnly::of(&config);
         let snapshot = Snapshot::build(config, None, routers)?;
         Ok(Self {
             telemetry,
@@ -80,6 +84,7 @@ impl AppState {
             store_prompts,
             auth,
             limits,
+            start_only,
             draining: AtomicBool::new(false),
             reload_source: source,
             reload_lock: tokio::sync::Mutex::new(()),

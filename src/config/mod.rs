@@ -132,11 +132,41 @@ pub enum MinTier {
     Warm,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub max_body_bytes: usize,
     pub shutdown_grace: Duration,
+}
+
+/// The sections a running gateway reads at start only, as it started with them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StartOnly {
+    pub server: ServerConfig,
+    pub limits: Limits,
+    pub auth: AuthMode,
+    pub ledger: Option<crate::ledger::LedgerConfig>,
+}
+
+impl StartOnly {
+    pub fn of(c: &Config) -> Self {
+        Self { server: c.server.clone(), limits: c.limits.clone(), auth: c.auth.clone(), ledger: c.ledger.clone() }
+    }
+
+    /// The sections `new` sets differently from these. `[server] listen` is left out:
+    /// `--listen` overrides it at start, so the files need not agree with the running address.
+    pub fn changed_in(&self, new: &Config) -> Vec<&'static str> {
+        let server = ServerConfig { listen: self.server.listen, ..new.server.clone() };
+        [
+            ("[server]", self.server != server),
+            ("[limits]", self.limits != new.limits),
+            ("[auth]", self.auth != new.auth),
+            ("[ledger]", self.ledger != new.ledger),
+        ]
+        .into_iter()
+        .filter_map(|(section, changed)| changed.then_some(section))
+        .collect()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

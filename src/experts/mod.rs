@@ -93,6 +93,21 @@ pub fn error_text(body: &[u8]) -> String {
     text[..cut].replace(['\n', '\r'], " ")
 }
 
+/// The status the error object of a reply (`{"error": {...}}`) carries when a backend
+/// answered it with 200 (vLLM reports
+/// errors found while generating inside the reply or the stream), if it is a client error
+/// (`"code": 400` or `"status": 429` ...): the request's fault, or a rate limit, not the
+/// backend's. Anything else is a failure of the backend.
+pub fn embedded_client_status(reply: &[u8]) -> Option<StatusCode> {
+    let v: serde_json::Value = serde_json::from_slice(reply).ok()?;
+    let code = ["code", "status"].iter().find_map(|k| {
+        let c = &v["error"][k];
+        c.as_u64().or_else(|| c.as_str().and_then(|s| s.parse().ok()))
+    })?;
+    let status = StatusCode::from_u16(u16::try_from(code).ok()?).ok()?;
+    status.is_client_error().then_some(status)
+}
+
 /// `: <what the backend said>` for an error status's message, or nothing for an empty body.
 fn status_detail(body: &Bytes) -> String {
     let text = error_text(body);

@@ -80,7 +80,7 @@ impl RemoteExpert {
         let resp = self.send(&self.chat_url, body, trace, first_byte_by).await?;
         if !opts.stream {
             let body = self.read_body(resp, deadline).await?;
-            let head = ReplyHead::parse(&body).map_err(|detail| self.protocol(detail))?;
+            let head = ReplyHead::parse(&body).map_err(|detail| self.refused_reply(body.clone(), detail))?;
             return Ok(Reply::Json { body, head });
         }
         let is_sse = resp
@@ -107,8 +107,11 @@ impl RemoteExpert {
         };
         // Nothing has reached the client yet: a garbled first event can still go to the
         // next expert instead of breaking the client's stream parser.
-        if let Some(detail) = invalid_first_event(&first) {
-            return Err(self.protocol(detail));
+        if let Some((detail, error)) = invalid_first_event(&first) {
+            return Err(match error {
+                Some(json) => self.refused_reply(json, detail),
+                None => self.protocol(detail),
+            });
         }
         let name = self.name.clone();
         let total = self.timeouts.total;
@@ -128,8 +131,19 @@ impl RemoteExpert {
         let deadline = now + self.timeouts.total;
         let resp = self.send(&self.embeddings_url, body, trace, now + self.timeouts.first_byte).await?;
         let body = self.read_body(resp, deadline).await?;
-        let head = ReplyHead::parse(&body).map_err(|detail| self.protocol(detail))?;
+        let head = ReplyHead::parse(&body).map_err(|detail| self.refused_reply(body.clone(), detail))?;
         Ok((body, head))
+    }
+
+    /// A 200 reply (or first stream event) that `ReplyHead::parse` or the first-event check
+    /// refused. An error object with a client-error code is the request's fault or a rate
+    /// limit: it keeps its status (a 400 reaches the client, a 429 is neutral). Anything
+    /// else is a broken backend.
+    fn refused_reply(&self, json: Bytes, detail: String) -> ExpertError {
+        match super::embedded_client_status(&json) {
+            Some(status) => ExpertError::Status { expert: self.name.clone(), status, body: json, retry_after: None },
+            None => self.protocol(detail),
+        }
     }
 
     /// Sends the request and waits for the response head until `head_by`; non-2xx becomes
@@ -229,13 +243,14 @@ impl serde::Serialize for WithModel<'_> {
 }
 
 /// Why the first SSE event in `chunk` is not an OpenAI event (its `data:` is neither JSON
-/// nor `[DONE]`); None when it is, or when the chunk holds no complete event to judge.
-fn invalid_first_event(chunk: &[u8]) -> Option<String> {
+/// nor `[DONE]`, or it is an error object, whose data comes back too); None when it is, or
+/// when the chunk holds no complete event to judge.
+fn invalid_first_event(chunk: &[u8]) -> Option<(String, Option<Bytes>)> {
     let end = memchr::memmem::find(chunk, b"\n\n")?;
     let event = std::str::from_utf8(&chunk[..end]).map_err(|_| "the first stream event is not UTF-8".to_string());
     let event = match event {
         Ok(e) => e,
-        Err(detail) => return Some(detail),
+        Err(detail) => return Some((detail, None)),
     };
     let data: Vec<&str> =
         event.lines().filter_map(|l| l.strip_prefix("data:")).map(|d| d.strip_prefix(' ').unwrap_or(d)).collect();
@@ -255,14 +270,15 @@ fn invalid_first_event(chunk: &[u8]) -> Option<String> {
         // serde would read a struct from an array by position.
         return serde_json::from_str::<serde::de::IgnoredAny>(&data)
             .err()
-            .map(|e| format!("the first stream event is not JSON: {e}"));
+            .map(|e| (format!("the first stream event is not JSON: {e}"), None));
     }
     match serde_json::from_str::<Probe>(&data) {
-        Err(e) => Some(format!("the first stream event is not JSON: {e}")),
+        Err(e) => Some((format!("the first stream event is not JSON: {e}"), None)),
         // vLLM and others report a failure as a stream's only event: nothing reached the
         // client, so the next expert can still answer.
         Ok(Probe { error: Some(error) }) => {
-            Some(format!("the stream began with an error: {}", super::error_text(error.get().as_bytes())))
+            let detail = format!("the stream began with an error: {}", super::error_text(error.get().as_bytes()));
+            Some((detail, Some(Bytes::from(data))))
         }
         Ok(_) => None,
     }

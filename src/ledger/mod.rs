@@ -58,7 +58,7 @@ const RECORDS_TREE: &str = "records";
 const FEEDBACK_TREE: &str = "feedback";
 const MS_PER_DAY: u64 = 86_400_000;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LedgerConfig {
     /// The sled database directory.
     pub path: PathBuf,
@@ -137,6 +137,14 @@ struct Inner {
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// sled's "could not acquire lock" (the lock file is held).
+fn is_lock_busy(e: &std::io::Error) -> bool {
+    e.raw_os_error() == Some(11) || e.to_string().contains("could not acquire lock")
+}
+
 /// A handle on the ledger; clones share one writer.
 #[derive(Clone)]
 pub struct Ledger {
@@ -152,13 +160,23 @@ impl std::fmt::Debug for Ledger {
 impl Ledger {
     /// Opens (or creates) the database and starts the writer thread. Needs no async runtime.
     pub fn open(cfg: LedgerConfig) -> Result<Ledger, LedgerError> {
-        let db = sled::Config::new()
+        let sled_cfg = sled::Config::new()
             .path(&cfg.path)
             .cache_capacity(CACHE_CAPACITY_BYTES)
             // The writer fsyncs on its own schedule (the documented crash-loss bound).
-            .flush_every_ms(None)
-            .open()
-            .map_err(|source| LedgerError::Open { path: cfg.path.clone(), source })?;
+            .flush_every_ms(None);
+        // sled's I/O threads may hold the file for a moment after the last handle of a
+        // database just closed in this process is dropped: wait that out, briefly. Another
+        // process holding it is still refused after LOCK_WAIT.
+        let started = std::time::Instant::now();
+        let db = loop {
+            match sled_cfg.open() {
+                Err(sled::Error::Io(e)) if is_lock_busy(&e) && started.elapsed() < LOCK_WAIT => {
+                    std::thread::sleep(LOCK_RETRY);
+                }
+                other => break other.map_err(|source| LedgerError::Open { path: cfg.path.clone(), source })?,
+            }
+        };
         let store = Arc::new(Store {
             records: db.open_tree(RECORDS_TREE)?,
             feedback: db.open_tree(FEEDBACK_TREE)?,

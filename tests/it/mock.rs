@@ -35,6 +35,9 @@ pub enum Behavior {
     ErrorWith200,
     /// HTTP 400 with older vLLM's body, `{"object":"error","message":...}`, not OpenAI's shape.
     VllmBadRequest,
+    /// Status 200 with an error object whose `code` is 400 (vLLM, for a request it finds bad
+    /// only while generating): the whole JSON body, or a stream's only event.
+    ClientErrorWith200,
 }
 
 pub struct Mock {
@@ -130,8 +133,12 @@ async fn fail(state: &MockState, stream: bool) -> Option<Response> {
             )
                 .into_response(),
         ),
-        Behavior::ErrorWith200 => {
-            let error = json!({"error": {"message": "engine died", "type": "internal_error", "code": 500}});
+        Behavior::ErrorWith200 | Behavior::ClientErrorWith200 => {
+            let error = if behavior == Behavior::ErrorWith200 {
+                json!({"error": {"message": "engine died", "type": "internal_error", "code": 500}})
+            } else {
+                json!({"error": {"message": "bad guided_json schema", "type": "BadRequestError", "param": null, "code": 400}})
+            };
             if stream {
                 let body = format!("data: {error}\n\ndata: [DONE]\n\n");
                 return Some(([("content-type", "text/event-stream")], body).into_response());

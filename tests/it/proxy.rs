@@ -196,6 +196,14 @@ async fn a_client_error_from_the_backend_is_passed_through_without_retry() {
     let msg = v["error"]["message"].as_str().unwrap();
     assert!(msg.contains("maximum context length is 2048"), "{v}");
     assert_eq!(b.hits(), 0);
+    // An error object with a 4xx code inside a 200 (vLLM, found while generating) is the
+    // request's fault too: passed through, in a stream or not, and not tried elsewhere.
+    a.set(Behavior::ClientErrorWith200);
+    for stream in [false, true] {
+        let v = error_body(post(&gw, "/v1/chat/completions", &chat_body("triage", stream)).await, 400).await;
+        assert_eq!(v["error"]["message"], "bad guided_json schema", "stream={stream}: {v}");
+    }
+    assert_eq!((a.hits(), b.hits()), (4, 0));
 }
 
 #[tokio::test]
