@@ -55,23 +55,11 @@ pub async fn chat(
         Err(e) => Err(e),
     };
     tel.finish(&result);
-    let (mut rec, charge) = pending.take();
     match &result {
         // A stream's record is completed (and its charge settled) by the relay when it ends.
-        Ok((_, true)) => {}
-        Ok((resp, false)) => {
-            rec.status = resp.status().as_u16();
-            rec.latency_ms = ms(started.elapsed());
-            settle(charge.as_ref(), &rec);
-            submit(state, rec).await;
-        }
-        Err(e) => {
-            rec.status = e.status().as_u16();
-            rec.error = Some(e.label().to_string());
-            rec.latency_ms = ms(started.elapsed());
-            settle(charge.as_ref(), &rec);
-            submit(state, rec).await;
-        }
+        Ok((_, true)) => pending.handed_over(),
+        Ok((resp, false)) => pending.complete(resp.status().as_u16(), None).await,
+        Err(e) => pending.complete(e.status().as_u16(), Some(e.label())).await,
     }
     result.map(|(resp, _)| resp)
 }
@@ -93,10 +81,32 @@ impl<'a> Pending<'a> {
         Self { state, rec, charge: None, started, taken: false }
     }
 
-    /// The outcome is known: its record and charge, for the caller to complete.
-    fn take(&mut self) -> (Record, Option<Charge>) {
+    /// The outcome is known: settles the charge and writes the record, waiting for room in
+    /// the ledger's channel if it is full. Should the client hang up during that wait, the
+    /// drop writes the record (as a disconnect: the response was never sent).
+    async fn complete(&mut self, status: u16, error: Option<&str>) {
+        self.rec.status = status;
+        self.rec.error = error.map(str::to_string);
+        self.rec.latency_ms = ms(self.started.elapsed());
+        settle(self.charge.take().as_ref(), &self.rec);
+        let Some(ledger) = &self.state.ledger else {
+            self.taken = true;
+            return;
+        };
+        match ledger.try_record(std::mem::take(&mut self.rec)) {
+            Ok(()) => self.taken = true,
+            Err(rec) => {
+                self.rec = rec;
+                // Cancel-safe: a send cancelled by a drop has not sent.
+                ledger.record(self.rec.clone()).await;
+                self.taken = true;
+            }
+        }
+    }
+
+    /// A stream's relay completes the record and settles the charge when it ends.
+    fn handed_over(&mut self) {
         self.taken = true;
-        (std::mem::take(&mut self.rec), self.charge.take())
     }
 }
 
@@ -105,11 +115,11 @@ impl Drop for Pending<'_> {
         if self.taken {
             return;
         }
-        let (mut rec, charge) = self.take();
+        let mut rec = std::mem::take(&mut self.rec);
         rec.status = crate::ledger::STATUS_CLIENT_CLOSED;
         rec.error = Some("client_disconnect".into());
         rec.latency_ms = ms(self.started.elapsed());
-        settle(charge.as_ref(), &rec);
+        settle(self.charge.take().as_ref(), &rec);
         if let Some(ledger) = &self.state.ledger {
             submit_detached(ledger, rec);
         }
@@ -302,16 +312,6 @@ fn record_routing_metrics(state: &AppState, d: &Decision) {
     }
 }
 
-/// Hands a record to the ledger: immediately when the channel has room, else waits for
-/// room (backpressure) rather than dropping it.
-async fn submit(state: &AppState, rec: Record) {
-    if let Some(ledger) = &state.ledger {
-        if let Err(rec) = ledger.try_record(rec) {
-            ledger.record(rec).await;
-        }
-    }
-}
-
 /// From a synchronous context (a stream's end): a full channel hands the record to a
 /// task that waits for room, so it is still never dropped.
 fn submit_detached(ledger: &crate::ledger::Ledger, rec: Record) {
@@ -342,17 +342,10 @@ pub async fn embeddings(
         Err(e) => Err(e),
     };
     tel.finish(&result);
-    let (mut rec, charge) = pending.take();
-    rec.latency_ms = ms(started.elapsed());
     match &result {
-        Ok(resp) => rec.status = resp.status().as_u16(),
-        Err(e) => {
-            rec.status = e.status().as_u16();
-            rec.error = Some(e.label().to_string());
-        }
+        Ok(resp) => pending.complete(resp.status().as_u16(), None).await,
+        Err(e) => pending.complete(e.status().as_u16(), Some(e.label())).await,
     }
-    settle(charge.as_ref(), &rec);
-    submit(state, rec).await;
     result
 }
 
