@@ -20,12 +20,13 @@ use serde_json::{json, Value};
 use tower::ServiceExt;
 
 /// Routes a fuzzed body can reach, picked by the input's first byte.
-static ROUTES: [(Method, &str); 5] = [
+static ROUTES: [(Method, &str); 6] = [
     (Method::POST, "/v1/chat/completions"),
     (Method::POST, "/v1/embeddings"),
     (Method::POST, "/v1/route"),
     (Method::POST, "/v1/feedback"),
     (Method::GET, "/admin/stats"),
+    (Method::POST, "/v1/completions"),
 ];
 
 /// Small limits, so a fuzzed body of a few KiB reaches each limit's error; the ledger is
@@ -49,7 +50,7 @@ name = "a"
 kind = "openai"
 base_url = "{upstream}"
 model = "up-a"
-capabilities = ["chat", "embeddings"]
+capabilities = ["chat", "embeddings", "completions"]
 timeouts = {{ connect_ms = 10000, first_byte_ms = 30000, total_ms = 60000 }}
 
 [[models]]
@@ -90,7 +91,10 @@ fn harness() -> &'static Harness {
 /// An OpenAI-compatible upstream that always answers: JSON, or the whole SSE stream in
 /// one write (with the usage event when it is asked for).
 async fn start_upstream() -> String {
-    let app = axum::Router::new().route("/v1/chat/completions", post(chat)).route("/v1/embeddings", post(embeddings));
+    let app = axum::Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/completions", post(completions))
+        .route("/v1/embeddings", post(embeddings));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("bind: {e}"));
     let addr = listener.local_addr().unwrap_or_else(|e| panic!("addr: {e}"));
     // Without TCP_NODELAY the answer's second write waits out the gateway's delayed ACK:
@@ -125,6 +129,28 @@ async fn chat(body: Bytes) -> Response {
     sse += &chunk(json!({}), json!("stop"), None);
     if req["stream_options"]["include_usage"] == true {
         sse += &chunk(json!({}), Value::Null, Some(&usage));
+    }
+    sse += "data: [DONE]\n\n";
+    ([("content-type", "text/event-stream")], sse).into_response()
+}
+
+async fn completions(body: Bytes) -> Response {
+    let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let usage = json!({"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5});
+    let chunk = |text: &str, finish: Value| {
+        json!({"id": "cmpl-fuzz", "object": "text_completion", "created": 1, "model": "up-a",
+            "choices": [{"index": 0, "text": text, "logprobs": null, "finish_reason": finish}]})
+    };
+    if req["stream"] != true {
+        let mut answer = chunk("ok", json!("stop"));
+        answer["usage"] = usage;
+        return ([("content-type", "application/json")], answer.to_string()).into_response();
+    }
+    let mut sse = format!("data: {}\n\ndata: {}\n\n", chunk("ok", Value::Null), chunk("", json!("stop")));
+    if req["stream_options"]["include_usage"] == true {
+        let u = json!({"id": "cmpl-fuzz", "object": "text_completion", "created": 1, "model": "up-a",
+            "choices": [], "usage": usage});
+        sse += &format!("data: {u}\n\n");
     }
     sse += "data: [DONE]\n\n";
     ([("content-type", "text/event-stream")], sse).into_response()

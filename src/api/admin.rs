@@ -56,17 +56,15 @@ pub async fn reload(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
-/// `POST /v1/route`: explains the routing decision for a chat request without calling
-/// any expert.
+/// `POST /v1/route`: explains the routing decision for a chat request (or a text
+/// completion's, a body with `prompt` and no `messages`) without calling any expert.
 pub async fn route(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
     let result = async {
         let body = body_or_error(body, state.max_body_bytes)?;
-        let req = ChatRequest::parse(&body)?;
+        let req = ChatRequest::parse_either(&body)?;
         let snapshot = state.snapshot.load_full();
-        let decision = snapshot
-            .route(&req.model, || crate::routing::prompt_text(req.messages()), req.prompt_hash())
-            .await
-            .map_err(ApiError::from)?;
+        let decision =
+            snapshot.route(&req.model, || req.routing_text(), req.prompt_hash()).await.map_err(ApiError::from)?;
         Ok::<_, ApiError>(Json(decision).into_response())
     }
     .await;

@@ -256,7 +256,7 @@ impl ApiError {
             Self::InvalidRequest { param, .. } | Self::LimitExceeded { param, .. } => param.as_deref(),
             Self::ModelNotFound(_) | Self::Unsupported { .. } | Self::ModelNotAllowed(_) => Some("model"),
             Self::UnknownRequest(_) => Some("request_id"),
-            Self::Upstream(ExpertError::ContextExceeded { .. }) => Some("messages"),
+            Self::Upstream(ExpertError::ContextExceeded { input, .. }) => Some(input),
             Self::Upstream(ExpertError::Unsupported { param, .. }) => Some(param),
             _ => None,
         }

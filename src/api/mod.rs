@@ -18,6 +18,7 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use crate::auth::{Principal, Refusal};
+use crate::dispatch::request::Endpoint;
 use crate::dispatch::{self, HEADER_REQUEST_ID};
 use crate::state::AppState;
 use crate::telemetry::prometheus;
@@ -28,6 +29,7 @@ pub fn app(state: Arc<AppState>) -> Router {
     let limit = state.max_body_bytes;
     Router::new()
         .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/completions", post(completions))
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/models", get(models))
         // A wildcard: expert names may hold a `/` (`org/model`), as OpenAI-style ids do.
@@ -179,10 +181,21 @@ async fn chat_completions(
 ) -> Response {
     let id = ulid::Ulid::new();
     let principal = principal.map(|Extension(p)| p);
-    with_id(
-        dispatch::chat(&state, id, &headers, principal.as_ref(), body_or_error(body, state.max_body_bytes)).await,
-        id,
-    )
+    let body = body_or_error(body, state.max_body_bytes);
+    with_id(dispatch::chat(&state, id, Endpoint::Chat, &headers, principal.as_ref(), body).await, id)
+}
+
+/// `POST /v1/completions`: OpenAI's legacy text completions, routed and relayed as chat is.
+async fn completions(
+    State(state): State<Arc<AppState>>,
+    principal: Option<Extension<Principal>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let id = ulid::Ulid::new();
+    let principal = principal.map(|Extension(p)| p);
+    let body = body_or_error(body, state.max_body_bytes);
+    with_id(dispatch::chat(&state, id, Endpoint::Completions, &headers, principal.as_ref(), body).await, id)
 }
 
 async fn embeddings(

@@ -843,9 +843,15 @@ impl Validator<'_> {
                 })
             }
         };
-        let capabilities = e.capabilities.unwrap_or_else(|| vec![Capability::Chat]);
-        if matches!(kind, ExpertKind::Local(_)) && capabilities.contains(&Capability::Embeddings) {
-            return Err(invalid(file, format!("{path}.capabilities"), "local experts serve chat only"));
+        // A remote backend's endpoints are the operator's to declare (OpenAI's chat models
+        // refuse `/v1/completions`); a local expert serves both of the gateway's own.
+        let local = matches!(kind, ExpertKind::Local(_));
+        let capabilities = e.capabilities.unwrap_or_else(|| match local {
+            true => vec![Capability::Chat, Capability::Completions],
+            false => vec![Capability::Chat],
+        });
+        if local && capabilities.contains(&Capability::Embeddings) {
+            return Err(invalid(file, format!("{path}.capabilities"), "local experts serve chat and completions only"));
         }
         Ok(ExpertConfig { name: e.name, capabilities, price, kind })
     }

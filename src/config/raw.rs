@@ -102,8 +102,12 @@ pub enum RawExpertKind {
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Capability {
+    /// `POST /v1/chat/completions`.
     Chat,
+    /// `POST /v1/embeddings`.
     Embeddings,
+    /// `POST /v1/completions` (legacy text completions).
+    Completions,
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]

@@ -1,5 +1,5 @@
-//! One chat or embeddings request from parsed body to response: route, try experts in
-//! order with retries, backoff and circuit breakers, and shape the reply.
+//! One chat, text-completion or embeddings request from parsed body to response: route,
+//! try experts in order with retries, backoff and circuit breakers, and shape the reply.
 
 pub mod request;
 pub mod sse;
@@ -23,7 +23,7 @@ use crate::routing::{Decision, RouteError, Snapshot};
 use crate::state::AppState;
 use crate::telemetry::spans::TraceHeaders;
 use crate::telemetry::{Attempt, Operation, RequestTelemetry};
-use request::ChatRequest;
+use request::{ChatRequest, Endpoint};
 
 pub const HEADER_REQUEST_ID: &str = "x-triage-request-id";
 pub const HEADER_EXPERT: &str = "x-triage-expert";
@@ -38,20 +38,37 @@ impl From<RouteError> for ApiError {
     }
 }
 
-/// Handles `POST /v1/chat/completions`. Every outcome, success or failure, becomes a
-/// ledger record with the same id as the `x-triage-request-id` header.
+/// Handles `POST /v1/chat/completions` and, with [`Endpoint::Completions`], `POST
+/// /v1/completions`. Every outcome, success or failure, becomes a ledger record with the
+/// same id as the `x-triage-request-id` header.
 pub async fn chat(
     state: &AppState,
     id: Ulid,
+    endpoint: Endpoint,
     headers: &HeaderMap,
     principal: Option<&Principal>,
     body: Result<Bytes, ApiError>,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let mut pending = Pending::new(state, record_for(id, principal), started);
-    let mut tel = state.telemetry.request(Operation::Chat, headers);
+    let op = match endpoint {
+        Endpoint::Chat => Operation::Chat,
+        Endpoint::Completions => Operation::TextCompletion,
+    };
+    let mut tel = state.telemetry.request(op, headers);
     let result = match body {
-        Ok(body) => chat_inner(state, &mut tel, principal, &body, &mut pending.rec, &mut pending.charge, started).await,
+        Ok(body) => {
+            let req = match endpoint {
+                Endpoint::Chat => ChatRequest::parse(&body),
+                Endpoint::Completions => ChatRequest::parse_completion(&body),
+            };
+            match req {
+                Ok(req) => {
+                    chat_inner(state, &mut tel, principal, req, &mut pending.rec, &mut pending.charge, started).await
+                }
+                Err(e) => Err(e),
+            }
+        }
         Err(e) => Err(e),
     };
     tel.finish(&result);
@@ -163,20 +180,19 @@ async fn chat_inner(
     state: &AppState,
     tel: &mut RequestTelemetry,
     principal: Option<&Principal>,
-    body: &[u8],
+    mut req: ChatRequest,
     rec: &mut Record,
     charge: &mut Option<Charge>,
     started: Instant,
 ) -> Result<(Response, bool), ApiError> {
-    let mut req = ChatRequest::parse(body)?;
     rec.model = req.model.clone();
     rec.stream = req.stream;
     tel.streaming(req.stream);
-    tel.prompt(req.body.get("messages"));
+    tel.prompt(req.input());
     let prompt_chars = req.check_limits(&state.limits)?;
     *charge = admit(state, principal, &req.model, prompt_chars)?;
     if state.store_prompts {
-        rec.prompt = Some(crate::routing::prompt_text(req.messages()));
+        rec.prompt = Some(req.routing_text());
     }
     let snapshot = state.snapshot.load_full();
     rec.policy_version = snapshot.version().to_string();
@@ -192,7 +208,7 @@ async fn chat_inner(
         0
     };
     let routing = Instant::now();
-    let decision = snapshot.route(&req.model, || crate::routing::prompt_text(req.messages()), request_hash).await?;
+    let decision = snapshot.route(&req.model, || req.routing_text(), request_hash).await?;
     tel.routed(&decision, routing, Some(snapshot.version()));
     record_routing_metrics(state, &decision);
     if routed {
@@ -211,7 +227,11 @@ async fn chat_inner(
         // reaches its queue; the first one the manager knows is the one that will be tried,
         // unless it will refuse the request (an image for a text model): no load, and no
         // eviction, for a request it will not take.
-        let takes = |n: &&String| snapshot.expert(n).is_some_and(|e| !e.refuses(&req.body));
+        let takes = |n: &&String| {
+            snapshot
+                .expert(n)
+                .is_some_and(|e| e.config.supports(req.endpoint.capability()) && !e.refuses(&req.body, req.endpoint))
+        };
         if let Some(first) = decision.experts.iter().filter(|n| tiers.tier(n).is_some()).find(takes) {
             tiers.prefetch(first);
         }
@@ -220,14 +240,28 @@ async fn chat_inner(
     let last = decision.experts.last().cloned();
     let attempt = attempt_all(&snapshot, &decision, &mut rec.tried, &mut *tel, |e, trace| {
         let body = &req.body;
+        let endpoint = req.endpoint;
         let opts = CallOptions {
+            endpoint,
             stream: req.stream,
             not_hot,
             last_candidate: last.as_deref() == Some(e.name()),
             tenant: principal.map(|p| p.key.tenant()),
         };
         async move {
-            if !e.config.supports(Capability::Chat) {
+            if endpoint == Endpoint::Completions && !e.config.supports(Capability::Completions) {
+                // A refusal, not a failure: the list moves on, and the breaker is not told.
+                return Err(ExpertError::Unsupported {
+                    expert: e.name().to_string(),
+                    param: "model".into(),
+                    message: format!(
+                        "Expert `{}` does not serve text completions (it does not declare the `completions` \
+                         capability); use /v1/chat/completions.",
+                        e.name()
+                    ),
+                });
+            }
+            if !e.config.supports(Capability::Chat) && endpoint == Endpoint::Chat {
                 return Err(ExpertError::Unavailable {
                     expert: e.name().to_string(),
                     detail: "does not declare chat".into(),

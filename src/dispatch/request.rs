@@ -4,9 +4,40 @@
 use serde_json::{Map, Value};
 
 use crate::api::error::ApiError;
-use crate::config::Limits;
+use crate::config::{Capability, Limits};
 
+/// The OpenAI endpoint a generation request came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `POST /v1/chat/completions`: `messages` in, `chat.completion` out.
+    Chat,
+    /// `POST /v1/completions`, OpenAI's legacy text completions: `prompt` in,
+    /// `text_completion` out (code-completion plug-ins and evaluation harnesses use it).
+    Completions,
+}
+
+impl Endpoint {
+    /// The path under an expert's `base_url`.
+    pub fn path(self) -> &'static str {
+        match self {
+            Self::Chat => "chat/completions",
+            Self::Completions => "completions",
+        }
+    }
+
+    /// What an expert must declare to be sent such a request.
+    pub fn capability(self) -> Capability {
+        match self {
+            Self::Chat => Capability::Chat,
+            Self::Completions => Capability::Completions,
+        }
+    }
+}
+
+/// A chat or a (legacy) text-completion request: the two differ in their input
+/// (`messages` or `prompt`) and reply shape, and share everything the gateway does.
 pub struct ChatRequest {
+    pub endpoint: Endpoint,
     pub model: String,
     pub stream: bool,
     pub include_usage: bool,
@@ -42,51 +73,29 @@ fn model(body: &Map<String, Value>) -> Result<String, ApiError> {
 }
 
 impl ChatRequest {
+    /// A `POST /v1/chat/completions` body.
     pub fn parse(raw: &[u8]) -> Result<Self, ApiError> {
+        Self::from_object(parse_object(raw)?, Endpoint::Chat)
+    }
+
+    /// A `POST /v1/completions` body: `prompt` is a string, an array of strings, an array of
+    /// token ids or an array of such arrays, as OpenAI takes it.
+    pub fn parse_completion(raw: &[u8]) -> Result<Self, ApiError> {
+        Self::from_object(parse_object(raw)?, Endpoint::Completions)
+    }
+
+    /// A body for either endpoint: a completion's when it has a `prompt` and no `messages`.
+    pub fn parse_either(raw: &[u8]) -> Result<Self, ApiError> {
         let body = parse_object(raw)?;
+        let completion = body.contains_key("prompt") && !body.contains_key("messages");
+        Self::from_object(body, if completion { Endpoint::Completions } else { Endpoint::Chat })
+    }
+
+    fn from_object(body: Map<String, Value>, endpoint: Endpoint) -> Result<Self, ApiError> {
         let model = model(&body)?;
-        match body.get("messages") {
-            None => return Err(invalid("Missing required parameter: 'messages'.", "messages")),
-            Some(Value::Array(msgs)) if msgs.is_empty() => {
-                return Err(invalid(
-                    "Invalid 'messages': empty array. Expected an array with minimum length 1.",
-                    "messages",
-                ))
-            }
-            Some(Value::Array(msgs)) => {
-                for (i, m) in msgs.iter().enumerate() {
-                    match m.get("role") {
-                        Some(Value::String(_)) => {}
-                        Some(v) => {
-                            return Err(invalid(
-                                format!(
-                                    "Invalid type for 'messages[{i}].role': expected a string, got {}.",
-                                    type_name(v)
-                                ),
-                                &format!("messages[{i}].role"),
-                            ))
-                        }
-                        None if m.is_object() => {
-                            return Err(invalid(
-                                format!("Missing required parameter: 'messages[{i}].role'."),
-                                &format!("messages[{i}].role"),
-                            ))
-                        }
-                        None => {
-                            return Err(invalid(
-                                format!("Invalid type for 'messages[{i}]': expected an object, got {}.", type_name(m)),
-                                &format!("messages[{i}]"),
-                            ))
-                        }
-                    }
-                }
-            }
-            Some(v) => {
-                return Err(invalid(
-                    format!("Invalid type for 'messages': expected an array, got {}.", type_name(v)),
-                    "messages",
-                ))
-            }
+        match endpoint {
+            Endpoint::Chat => check_messages(&body)?,
+            Endpoint::Completions => check_prompt(&body)?,
         }
         let stream = match body.get("stream") {
             None | Some(Value::Null) => false,
@@ -120,14 +129,14 @@ impl ChatRequest {
                 ))
             }
         };
-        Ok(Self { model, stream, include_usage, body })
+        Ok(Self { endpoint, model, stream, include_usage, body })
     }
 
     /// Checks the configured `[limits]`; returns the prompt's length in characters (the
     /// basis of the token estimate).
     pub fn check_limits(&self, limits: &Limits) -> Result<usize, ApiError> {
         let messages = self.messages();
-        if messages.len() > limits.max_messages {
+        if self.endpoint == Endpoint::Chat && messages.len() > limits.max_messages {
             return Err(out_of_bounds(
                 format!(
                     "Invalid 'messages': array too long. Expected an array with maximum length {}, but got an array with length {} instead.",
@@ -175,9 +184,12 @@ impl ChatRequest {
                 }
             }
         }
-        let chars = prompt_chars(messages);
+        let (chars, param) = match self.endpoint {
+            Endpoint::Chat => (prompt_chars(messages), "messages"),
+            Endpoint::Completions => (self.body.get("prompt").map_or(0, text_chars), "prompt"),
+        };
         if chars > limits.max_prompt_chars {
-            return Err(prompt_too_long(chars, limits.max_prompt_chars, "messages"));
+            return Err(prompt_too_long(chars, limits.max_prompt_chars, param));
         }
         Ok(chars)
     }
@@ -193,12 +205,39 @@ impl ChatRequest {
         }
     }
 
-    /// sha256 of the messages JSON: its hex is the ledger's `prompt_hash`, its first 8
-    /// bytes place the request in traffic splits (the same prompt always lands on the
-    /// same side).
+    /// sha256 of the messages JSON (or of a completion's `prompt`): its hex is the ledger's
+    /// `prompt_hash`, its first 8 bytes place the request in traffic splits (the same
+    /// prompt always lands on the same side).
     pub fn prompt_digest(&self) -> [u8; 32] {
         use sha2::{Digest, Sha256};
-        Sha256::digest(serde_json::to_vec(self.messages()).unwrap_or_default()).into()
+        let json = match self.endpoint {
+            Endpoint::Chat => serde_json::to_vec(self.messages()),
+            Endpoint::Completions => serde_json::to_vec(self.input().unwrap_or(&Value::Null)),
+        };
+        Sha256::digest(json.unwrap_or_default()).into()
+    }
+
+    /// What the client asked about: the `messages` of a chat, the `prompt` of a completion.
+    pub fn input(&self) -> Option<&Value> {
+        match self.endpoint {
+            Endpoint::Chat => self.body.get("messages"),
+            Endpoint::Completions => self.body.get("prompt"),
+        }
+    }
+
+    /// The text a router classifies: the latest user turn with its context
+    /// ([`crate::routing::prompt_text`]), or a completion's prompt (several prompts joined by
+    /// blank lines; token ids have no text, so they read as an empty prompt, which the
+    /// router's uncertainty rule sends to the fallback expert).
+    pub fn routing_text(&self) -> String {
+        match (self.endpoint, self.input()) {
+            (Endpoint::Chat, _) => crate::routing::prompt_text(self.messages()),
+            (Endpoint::Completions, Some(Value::String(s))) => s.clone(),
+            (Endpoint::Completions, Some(Value::Array(items))) => {
+                items.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("\n\n")
+            }
+            (Endpoint::Completions, _) => String::new(),
+        }
     }
 
     /// The split-placement hash: the digest's first 8 bytes.
@@ -206,9 +245,84 @@ impl ChatRequest {
         split_hash(&self.prompt_digest())
     }
 
-    /// The chat messages (validated to be objects with a string `role`).
+    /// The chat messages (validated to be objects with a string `role`); none for a completion.
     pub fn messages(&self) -> &[Value] {
+        if self.endpoint != Endpoint::Chat {
+            return &[];
+        }
         self.body.get("messages").and_then(Value::as_array).map_or(&[], Vec::as_slice)
+    }
+}
+
+/// `messages`: a non-empty array of objects with a string `role`.
+fn check_messages(body: &Map<String, Value>) -> Result<(), ApiError> {
+    match body.get("messages") {
+        None => return Err(invalid("Missing required parameter: 'messages'.", "messages")),
+        Some(Value::Array(msgs)) if msgs.is_empty() => {
+            return Err(invalid(
+                "Invalid 'messages': empty array. Expected an array with minimum length 1.",
+                "messages",
+            ))
+        }
+        Some(Value::Array(msgs)) => {
+            for (i, m) in msgs.iter().enumerate() {
+                match m.get("role") {
+                    Some(Value::String(_)) => {}
+                    Some(v) => {
+                        return Err(invalid(
+                            format!("Invalid type for 'messages[{i}].role': expected a string, got {}.", type_name(v)),
+                            &format!("messages[{i}].role"),
+                        ))
+                    }
+                    None if m.is_object() => {
+                        return Err(invalid(
+                            format!("Missing required parameter: 'messages[{i}].role'."),
+                            &format!("messages[{i}].role"),
+                        ))
+                    }
+                    None => {
+                        return Err(invalid(
+                            format!("Invalid type for 'messages[{i}]': expected an object, got {}.", type_name(m)),
+                            &format!("messages[{i}]"),
+                        ))
+                    }
+                }
+            }
+        }
+        Some(v) => {
+            return Err(invalid(
+                format!("Invalid type for 'messages': expected an array, got {}.", type_name(v)),
+                "messages",
+            ))
+        }
+    }
+    Ok(())
+}
+
+/// `prompt`: a string, a non-empty array of strings, of token ids, or of non-empty arrays of
+/// token ids.
+fn check_prompt(body: &Map<String, Value>) -> Result<(), ApiError> {
+    const EXPECTED: &str = "a string, an array of strings, an array of integers or an array of integer arrays";
+    let token = |v: &Value| v.as_u64().is_some_and(|t| t <= u64::from(u32::MAX));
+    match body.get("prompt") {
+        None | Some(Value::Null) => Err(invalid("Missing required parameter: 'prompt'.", "prompt")),
+        Some(Value::String(_)) => Ok(()),
+        Some(Value::Array(items)) if items.is_empty() => {
+            Err(invalid("Invalid 'prompt': empty array. Expected an array with minimum length 1.", "prompt"))
+        }
+        Some(Value::Array(items)) => {
+            let same_kind = items.iter().all(Value::is_string)
+                || items.iter().all(token)
+                || items.iter().all(|i| i.as_array().is_some_and(|t| !t.is_empty() && t.iter().all(token)));
+            if same_kind {
+                Ok(())
+            } else {
+                Err(invalid(format!("Invalid 'prompt': expected {EXPECTED}, with every item of one kind."), "prompt"))
+            }
+        }
+        Some(v) => {
+            Err(invalid(format!("Invalid type for 'prompt': expected {EXPECTED}, got {}.", type_name(v)), "prompt"))
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! Local experts behind the same call interface as remote ones: the OpenAI request is
 //! turned into a generation job for the expert's worker thread, and its events into an
-//! OpenAI `chat.completion` or a stream of `chat.completion.chunk` events.
+//! OpenAI `chat.completion` or a stream of `chat.completion.chunk` events (for a legacy
+//! text completion, `text_completion` objects).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -14,7 +15,7 @@ use tokio::time::{timeout, timeout_at, Instant};
 use super::{CallOptions, ExpertError, Reply, ReplyHead, Usage};
 use crate::api::error::error_json;
 use crate::config::{LocalSettings, NotHot, Timeouts};
-use crate::dispatch::request::type_name;
+use crate::dispatch::request::{type_name, Endpoint};
 use crate::local::{
     Arch, ChatMessage, FinishReason, GenEvent, GenRequest, LocalConfig, LocalError, LocalExpert, WeightFormat,
 };
@@ -130,7 +131,7 @@ impl LocalBackend {
     }
 
     pub async fn chat(&self, body: &Map<String, Value>, opts: CallOptions<'_>) -> Result<Reply, ExpertError> {
-        let req = self.gen_request(body)?;
+        let req = self.gen_request(body, opts.endpoint)?;
         let include_usage =
             body.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool) == Some(true);
         let deadline = Instant::now() + self.timeouts.total;
@@ -167,14 +168,22 @@ impl LocalBackend {
             Ok(None) => return Err(unavailable(&self.name, "the worker stopped")),
             Ok(Some(GenEvent::Error(e))) => return Err(unavailable(&self.name, e)),
             Ok(Some(GenEvent::TooLong { prompt_tokens, context_length })) => {
-                return Err(ExpertError::ContextExceeded { expert: self.name.clone(), prompt_tokens, context_length })
+                let input = match opts.endpoint {
+                    Endpoint::Chat => "messages",
+                    Endpoint::Completions => "prompt",
+                };
+                return Err(ExpertError::ContextExceeded {
+                    expert: self.name.clone(),
+                    prompt_tokens,
+                    context_length,
+                    input,
+                });
             }
             Ok(Some(ev)) => ev,
         };
-        let id = format!("chatcmpl-{}", ulid::Ulid::new());
-        let created = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let shape = Shape::new(opts.endpoint, &self.name);
         if opts.stream {
-            return Ok(self.stream(first, rx, id, created, include_usage, deadline, lease));
+            return Ok(self.stream(first, rx, shape, include_usage, deadline, lease));
         }
         let mut text = String::new();
         let mut event = first;
@@ -185,13 +194,7 @@ impl LocalBackend {
                 GenEvent::TooLong { .. } => return Err(unavailable(&self.name, TOO_LONG_LATE)),
                 GenEvent::Done { finish_reason, prompt_tokens, completion_tokens } => {
                     let usage = usage(prompt_tokens, completion_tokens);
-                    let body = json!({
-                        "id": id, "object": "chat.completion", "created": created, "model": self.name,
-                        "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                                     "logprobs": null, "finish_reason": finish(finish_reason)}],
-                        "usage": usage,
-                    });
-                    let body = Bytes::from(body.to_string());
+                    let body = Bytes::from(shape.whole(text, finish(finish_reason), usage).to_string());
                     let head = ReplyHead::parse(&body).map_err(|e| unavailable(&self.name, e))?;
                     return Ok(Reply::Json { body, head });
                 }
@@ -206,31 +209,19 @@ impl LocalBackend {
         }
     }
 
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "each is a distinct piece of the stream's state; a struct would only rename them"
-    )]
     fn stream(
         &self,
         first: GenEvent,
         rx: Receiver<GenEvent>,
-        id: String,
-        created: u64,
+        shape: Shape,
         include_usage: bool,
         deadline: Instant,
         lease: Option<Lease>,
     ) -> Reply {
         let name = self.name.clone();
         let total = self.timeouts.total;
-        let chunk = {
-            let (id, name) = (id.clone(), name.clone());
-            move |delta: Value, finish_reason: Value| {
-                let c = json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": name,
-                               "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason}]});
-                Bytes::from(format!("data: {c}\n\n"))
-            }
-        };
-        let role = chunk(json!({"role": "assistant", "content": ""}), Value::Null);
+        let opening = shape.opening();
+        let shape = std::sync::Arc::new(shape);
         struct St {
             rx: Receiver<GenEvent>,
             pending: Option<GenEvent>,
@@ -240,8 +231,7 @@ impl LocalBackend {
         }
         let st = St { rx, pending: Some(first), done: false, _lease: lease };
         let events = futures::stream::unfold(st, move |mut st| {
-            let chunk = chunk.clone();
-            let (id, name) = (id.clone(), name.clone());
+            let (shape, name) = (shape.clone(), name.clone());
             async move {
                 if st.done {
                     return None;
@@ -267,7 +257,7 @@ impl LocalBackend {
                     },
                 };
                 let out = match ev {
-                    GenEvent::Delta(d) => Ok(chunk(json!({"content": d}), Value::Null)),
+                    GenEvent::Delta(d) => Ok(shape.chunk(Some(&d), None)),
                     GenEvent::Error(e) => {
                         st.done = true;
                         Err(ExpertError::Stream { expert: name, detail: e })
@@ -278,11 +268,9 @@ impl LocalBackend {
                     }
                     GenEvent::Done { finish_reason, prompt_tokens, completion_tokens } => {
                         st.done = true;
-                        let mut b = chunk(json!({}), json!(finish(finish_reason))).to_vec();
+                        let mut b = shape.chunk(None, Some(finish(finish_reason))).to_vec();
                         if include_usage {
-                            let u = json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": name,
-                                           "choices": [], "usage": usage(prompt_tokens, completion_tokens)});
-                            b.extend_from_slice(format!("data: {u}\n\n").as_bytes());
+                            b.extend_from_slice(&shape.usage_chunk(usage(prompt_tokens, completion_tokens)));
                         }
                         b.extend_from_slice(b"data: [DONE]\n\n");
                         Ok(Bytes::from(b))
@@ -291,12 +279,16 @@ impl LocalBackend {
                 Some((out, st))
             }
         });
-        Reply::Stream { events: futures::stream::once(async move { Ok(role) }).chain(events).boxed() }
+        let events = match opening {
+            Some(role) => futures::stream::once(async move { Ok(role) }).chain(events).boxed(),
+            None => events.boxed(),
+        };
+        Reply::Stream { events }
     }
 
     /// Whether [`Self::gen_request`] refuses `body` as [`ExpertError::Unsupported`].
-    pub fn refuses(&self, body: &Map<String, Value>) -> bool {
-        matches!(self.gen_request(body), Err(ExpertError::Unsupported { .. }))
+    pub fn refuses(&self, body: &Map<String, Value>, endpoint: Endpoint) -> bool {
+        matches!(self.gen_request(body, endpoint), Err(ExpertError::Unsupported { .. }))
     }
 
     /// The sampling parameters the local engine understands, checked as OpenAI checks them.
@@ -304,7 +296,8 @@ impl LocalBackend {
     /// ignored, as llama.cpp's server does. A request that needs what a text-only local
     /// model cannot do (an image, tools, JSON mode, log probabilities) is refused with
     /// [`ExpertError::Unsupported`], so a routed list moves on to an expert that can.
-    fn gen_request(&self, body: &Map<String, Value>) -> Result<GenRequest, ExpertError> {
+    /// A text completion's `prompt` is generated from as it is, without the chat template.
+    fn gen_request(&self, body: &Map<String, Value>, endpoint: Endpoint) -> Result<GenRequest, ExpertError> {
         let bad =
             |param: &str, what: &str| bad_request(&self.name, &format!("Invalid '{param}': {what}."), Some(param));
         let wrong_type = |param: &str, expected: &str, v: &Value| {
@@ -346,13 +339,22 @@ impl LocalBackend {
                 ));
             }
         }
-        match present("logprobs") {
-            None | Some(Value::Bool(false)) => {}
-            Some(Value::Bool(true)) => return Err(unsupported("logprobs", "Log probabilities cannot be returned")),
-            Some(v) => return Err(wrong_type("logprobs", "a boolean", v)),
+        let no_logprobs = "Log probabilities cannot be returned";
+        match (endpoint, present("logprobs")) {
+            (_, None) | (Endpoint::Chat, Some(Value::Bool(false))) => {}
+            (Endpoint::Chat, Some(Value::Bool(true))) => return Err(unsupported("logprobs", no_logprobs)),
+            (Endpoint::Chat, Some(v)) => return Err(wrong_type("logprobs", "a boolean", v)),
+            // A text completion asks for the top `logprobs` alternatives of each token.
+            (Endpoint::Completions, Some(v)) if v.is_u64() => return Err(unsupported("logprobs", no_logprobs)),
+            (Endpoint::Completions, Some(v)) => return Err(wrong_type("logprobs", "an integer", v)),
         }
+        let prompt = match endpoint {
+            Endpoint::Chat => None,
+            Endpoint::Completions => Some(self.completion_prompt(body)?),
+        };
+        let chat = if endpoint == Endpoint::Chat { body.get("messages").and_then(Value::as_array) } else { None };
         let mut messages = Vec::new();
-        for (i, m) in body.get("messages").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        for (i, m) in chat.into_iter().flatten().enumerate() {
             // `ChatRequest::parse` has checked that every message has a string role.
             let role = m["role"].as_str().unwrap_or_default();
             if !ROLES.contains(&role) {
@@ -408,6 +410,7 @@ impl LocalBackend {
         let float = |k: &str| number(k).map(|v| v.map(|v| v as f32));
         Ok(GenRequest {
             messages,
+            prompt,
             max_tokens: max_tokens.map(|t| t.min(u64::from(u32::MAX)) as u32),
             temperature: number("temperature")?,
             top_p: number("top_p")?,
@@ -424,6 +427,135 @@ impl LocalBackend {
             frequency_penalty: float("frequency_penalty")?,
             repetition_penalty: float("repetition_penalty")?,
         })
+    }
+}
+
+impl LocalBackend {
+    /// A text completion's one prompt, or why this expert cannot complete the request.
+    fn completion_prompt(&self, body: &Map<String, Value>) -> Result<String, ExpertError> {
+        let unsupported = |param: &str, what: &str| ExpertError::Unsupported {
+            expert: self.name.clone(),
+            param: param.to_string(),
+            message: format!("{what}: `{}` is a local text model. Use an expert that supports it.", self.name),
+        };
+        let present = |k: &str| body.get(k).filter(|v| !v.is_null());
+        if present("echo").and_then(Value::as_bool) == Some(true) {
+            return Err(unsupported("echo", "The prompt cannot be echoed ('echo')"));
+        }
+        if present("suffix").and_then(Value::as_str).is_some_and(|s| !s.is_empty()) {
+            return Err(unsupported("suffix", "Fill-in-the-middle ('suffix') cannot be generated"));
+        }
+        match present("best_of") {
+            None => {}
+            Some(v) if v.as_u64() == Some(1) => {}
+            Some(v) if v.is_u64() => {
+                return Err(unsupported("best_of", "Only one candidate ('best_of' = 1) can be generated"))
+            }
+            Some(v) => {
+                let message = format!("Invalid type for 'best_of': expected an integer, got {}.", type_name(v));
+                return Err(bad_request(&self.name, &message, Some("best_of")));
+            }
+        }
+        // `ChatRequest::parse_completion` has checked the prompt's shape.
+        let prompt = match &body["prompt"] {
+            Value::String(s) => s.clone(),
+            Value::Array(items) => match items.as_slice() {
+                [Value::String(s)] => s.clone(),
+                [Value::String(_), ..] => {
+                    return Err(unsupported("prompt", "Only one prompt a request can be completed"));
+                }
+                _ => return Err(unsupported("prompt", "A prompt of token ids cannot be read")),
+            },
+            _ => return Err(unsupported("prompt", "This prompt cannot be read")),
+        };
+        if prompt.is_empty() {
+            return Err(bad_request(
+                &self.name,
+                "Invalid 'prompt': a local model needs text to continue.",
+                Some("prompt"),
+            ));
+        }
+        Ok(prompt)
+    }
+}
+
+/// The OpenAI objects a local reply is made of: `chat.completion` (and `.chunk`) for a chat,
+/// `text_completion` for a legacy completion, with one id and creation time throughout.
+struct Shape {
+    endpoint: Endpoint,
+    id: String,
+    created: u64,
+    model: String,
+}
+
+impl Shape {
+    fn new(endpoint: Endpoint, model: &str) -> Self {
+        let prefix = match endpoint {
+            Endpoint::Chat => "chatcmpl",
+            Endpoint::Completions => "cmpl",
+        };
+        Self {
+            endpoint,
+            id: format!("{prefix}-{}", ulid::Ulid::new()),
+            created: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+            model: model.to_string(),
+        }
+    }
+
+    fn object(&self, chunk: bool) -> &'static str {
+        match (self.endpoint, chunk) {
+            (Endpoint::Chat, false) => "chat.completion",
+            (Endpoint::Chat, true) => "chat.completion.chunk",
+            (Endpoint::Completions, _) => "text_completion",
+        }
+    }
+
+    /// The whole reply of a non-streamed request.
+    fn whole(&self, text: String, finish_reason: &str, usage: Usage) -> Value {
+        let choice = match self.endpoint {
+            Endpoint::Chat => json!({"index": 0, "message": {"role": "assistant", "content": text},
+                                     "logprobs": null, "finish_reason": finish_reason}),
+            Endpoint::Completions => {
+                json!({"index": 0, "text": text, "logprobs": null, "finish_reason": finish_reason})
+            }
+        };
+        json!({"id": self.id, "object": self.object(false), "created": self.created, "model": self.model,
+               "choices": [choice], "usage": usage})
+    }
+
+    /// One stream event: a piece of text, or the end with its finish reason.
+    fn chunk(&self, text: Option<&str>, finish_reason: Option<&str>) -> Bytes {
+        let choice = match self.endpoint {
+            Endpoint::Chat => {
+                let delta = text.map_or_else(|| json!({}), |t| json!({"content": t}));
+                json!({"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason})
+            }
+            Endpoint::Completions => {
+                json!({"index": 0, "text": text.unwrap_or(""), "logprobs": null, "finish_reason": finish_reason})
+            }
+        };
+        self.event(&json!({"id": self.id, "object": self.object(true), "created": self.created,
+                           "model": self.model, "choices": [choice]}))
+    }
+
+    /// The event a chat stream opens with (the assistant's role); a completion has none.
+    fn opening(&self) -> Option<Bytes> {
+        (self.endpoint == Endpoint::Chat).then(|| {
+            let choice = json!({"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": null,
+                                "finish_reason": null});
+            self.event(&json!({"id": self.id, "object": self.object(true), "created": self.created,
+                               "model": self.model, "choices": [choice]}))
+        })
+    }
+
+    /// The usage event that ends a stream whose client asked for usage.
+    fn usage_chunk(&self, usage: Usage) -> Bytes {
+        self.event(&json!({"id": self.id, "object": self.object(true), "created": self.created,
+                           "model": self.model, "choices": [], "usage": usage}))
+    }
+
+    fn event(&self, v: &Value) -> Bytes {
+        Bytes::from(format!("data: {v}\n\n"))
     }
 }
 

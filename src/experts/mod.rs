@@ -151,11 +151,11 @@ pub enum ExpertError {
     /// The prompt does not fit this expert's context window (a local expert counts the
     /// rendered prompt's tokens). Another expert with a larger window may take it.
     #[error(
-        "This model's maximum context length is {context_length} tokens. However, your messages resulted in \
+        "This model's maximum context length is {context_length} tokens. However, your {input} resulted in \
          {prompt_tokens} tokens (expert {expert}, at least one token must be left to generate). Please reduce \
-         the length of the messages."
+         the length of the {input}."
     )]
-    ContextExceeded { expert: String, prompt_tokens: usize, context_length: usize },
+    ContextExceeded { expert: String, prompt_tokens: usize, context_length: usize, input: &'static str },
     /// The request needs what this expert cannot do: a text-only local model given an
     /// image, tools, JSON mode or log probabilities. Another expert in the list may.
     #[error("{message}")]
@@ -217,9 +217,12 @@ pub enum Reply {
     Stream { events: BoxStream<'static, Result<Bytes, ExpertError>> },
 }
 
-/// What a chat call needs besides the body.
+/// What a chat (or text-completion) call needs besides the body.
 #[derive(Debug, Clone, Copy)]
 pub struct CallOptions<'a> {
+    /// Chat or legacy text completion: where a remote expert sends the body, and how a
+    /// local one reads it and shapes its reply.
+    pub endpoint: crate::dispatch::request::Endpoint,
     pub stream: bool,
     /// What a tiered local expert that is not hot does (the virtual model's `not_hot`).
     pub not_hot: crate::config::NotHot,
@@ -275,17 +278,21 @@ impl Expert {
         }
     }
 
-    /// Whether a local expert would refuse this chat body for what a text model cannot do
+    /// Whether a local expert would refuse this body for what a text model cannot do
     /// (an image, tools, JSON mode, ...); a remote expert is never known to refuse.
-    pub fn refuses(&self, body: &serde_json::Map<String, serde_json::Value>) -> bool {
+    pub fn refuses(
+        &self,
+        body: &serde_json::Map<String, serde_json::Value>,
+        endpoint: crate::dispatch::request::Endpoint,
+    ) -> bool {
         match &self.backend {
-            Backend::Local(l) => l.refuses(body),
+            Backend::Local(l) => l.refuses(body, endpoint),
             Backend::Remote(_) => false,
         }
     }
 
-    /// Sends a chat request. `body` is the client's JSON object; the expert sets `model`
-    /// and whatever else its protocol needs.
+    /// Sends a chat or text-completion request (`opts.endpoint`). `body` is the client's
+    /// JSON object; the expert sets `model` and whatever else its protocol needs.
     pub async fn chat(
         &self,
         body: &serde_json::Map<String, serde_json::Value>,
@@ -307,7 +314,7 @@ impl Expert {
             Backend::Remote(r) => r.embeddings(body, trace).await,
             Backend::Local(_) => Err(ExpertError::Unavailable {
                 expert: self.name().to_string(),
-                detail: "local experts serve chat only".into(),
+                detail: "local experts serve chat and completions only".into(),
             }),
         }
     }

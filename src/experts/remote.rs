@@ -11,6 +11,7 @@ use tokio::time::{timeout, timeout_at, Instant};
 
 use super::{CallOptions, ExpertError, Reply, ReplyHead};
 use crate::config::{RemoteConfig, Timeouts};
+use crate::dispatch::request::Endpoint;
 
 /// Keep-alive connections are the main saving of a proxy; idle ones are dropped after
 /// this long so a backend restart does not leave dead sockets in the pool for long.
@@ -23,6 +24,7 @@ pub struct RemoteExpert {
     client: reqwest::Client,
     /// Parsed once: reqwest would otherwise parse (and IDNA-check) a string per call.
     chat_url: reqwest::Url,
+    completions_url: reqwest::Url,
     embeddings_url: reqwest::Url,
     model: serde_json::Value,
     headers: HeaderMap,
@@ -58,7 +60,8 @@ impl RemoteExpert {
         Ok(Self {
             name: name.to_string(),
             client,
-            chat_url: endpoint(name, &cfg.base_url, "chat/completions")?,
+            chat_url: endpoint(name, &cfg.base_url, Endpoint::Chat.path())?,
+            completions_url: endpoint(name, &cfg.base_url, Endpoint::Completions.path())?,
             embeddings_url: endpoint(name, &cfg.base_url, "embeddings")?,
             model: serde_json::Value::String(cfg.model.clone()),
             headers,
@@ -77,7 +80,11 @@ impl RemoteExpert {
         // One first-byte window from the send: the response head and, for a stream, its
         // first event must both arrive within it.
         let first_byte_by = now + self.timeouts.first_byte;
-        let resp = self.send(&self.chat_url, body, trace, first_byte_by).await?;
+        let url = match opts.endpoint {
+            Endpoint::Chat => &self.chat_url,
+            Endpoint::Completions => &self.completions_url,
+        };
+        let resp = self.send(url, body, trace, first_byte_by).await?;
         if !opts.stream {
             let body = self.read_body(resp, deadline).await?;
             let head = ReplyHead::parse(&body).map_err(|detail| self.refused_reply(body.clone(), detail))?;

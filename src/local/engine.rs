@@ -237,11 +237,19 @@ impl Engine {
         Ok(engine)
     }
 
-    /// Renders and tokenizes the chat prompt exactly as generation will.
+    /// Renders and tokenizes the chat prompt (or takes a text completion's prompt as it is)
+    /// exactly as generation will.
     pub fn prompt_ids(&self, req: &GenRequest) -> Result<Vec<u32>, LocalError> {
-        let text = self.template.render(&req.messages)?;
+        let rendered;
+        let text = match &req.prompt {
+            Some(p) => p.as_str(),
+            None => {
+                rendered = self.template.render(&req.messages)?;
+                rendered.as_str()
+            }
+        };
         self.tok
-            .encode_prompt(&text)
+            .encode_prompt(text)
             .map_err(|reason| LocalError::Tokenizer { origin: self.info.arch.to_string(), reason })
     }
 

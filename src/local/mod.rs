@@ -225,6 +225,9 @@ impl ChatMessage {
 #[derive(Debug, Clone, Default)]
 pub struct GenRequest {
     pub messages: Vec<ChatMessage>,
+    /// A text completion's prompt, tokenized as it is (no chat template); when set,
+    /// `messages` is empty.
+    pub prompt: Option<String>,
     /// Default: until the context is full.
     pub max_tokens: Option<u32>,
     /// None or 0: greedy.
@@ -242,8 +245,10 @@ pub struct GenRequest {
 impl GenRequest {
     fn validate(&self) -> Result<(), LocalError> {
         let bad = |param, reason: String| Err(LocalError::InvalidRequest { param, reason });
-        if self.messages.is_empty() {
-            return bad("messages", "must not be empty".into());
+        match &self.prompt {
+            Some(p) if p.is_empty() => return bad("prompt", "must not be empty".into()),
+            None if self.messages.is_empty() => return bad("messages", "must not be empty".into()),
+            _ => {}
         }
         if let Some(t) = self.temperature.filter(|t| !(0.0..=2.0).contains(t)) {
             return bad("temperature", format!("must be in [0, 2], got {t}"));

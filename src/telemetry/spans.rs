@@ -43,6 +43,8 @@ pub type TraceHeaders = Vec<(HeaderName, HeaderValue)>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operation {
     Chat,
+    /// A legacy text completion (`POST /v1/completions`).
+    TextCompletion,
     Embeddings,
 }
 
@@ -51,6 +53,7 @@ impl Operation {
     pub fn name(self) -> &'static str {
         match self {
             Self::Chat => "chat",
+            Self::TextCompletion => "text_completion",
             Self::Embeddings => "embeddings",
         }
     }
@@ -58,6 +61,7 @@ impl Operation {
     fn route(self) -> &'static str {
         match self {
             Self::Chat => "/v1/chat/completions",
+            Self::TextCompletion => "/v1/completions",
             Self::Embeddings => "/v1/embeddings",
         }
     }
@@ -66,6 +70,7 @@ impl Operation {
     fn span_name(self) -> &'static str {
         match self {
             Self::Chat => "POST /v1/chat/completions",
+            Self::TextCompletion => "POST /v1/completions",
             Self::Embeddings => "POST /v1/embeddings",
         }
     }
@@ -190,6 +195,7 @@ pub struct ExpertAttrs {
     /// Metric attributes per operation: operation, provider, request (upstream) model,
     /// expert, and the backend's `server.address`/`server.port` when remote.
     chat: Arc<[KeyValue]>,
+    text_completion: Arc<[KeyValue]>,
     embeddings: Arc<[KeyValue]>,
     expert: KeyValue,
     upstream_model: Arc<str>,
@@ -216,12 +222,19 @@ impl ExpertAttrs {
             }
             v.into()
         };
-        Self { chat: attrs(Operation::Chat), embeddings: attrs(Operation::Embeddings), expert, upstream_model }
+        Self {
+            chat: attrs(Operation::Chat),
+            text_completion: attrs(Operation::TextCompletion),
+            embeddings: attrs(Operation::Embeddings),
+            expert,
+            upstream_model,
+        }
     }
 
     fn for_op(&self, op: Operation) -> Arc<[KeyValue]> {
         match op {
             Operation::Chat => self.chat.clone(),
+            Operation::TextCompletion => self.text_completion.clone(),
             Operation::Embeddings => self.embeddings.clone(),
         }
     }
@@ -493,6 +506,9 @@ struct Choice<'a> {
     finish_reason: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     message: Option<&'a RawValue>,
+    /// A text completion's output.
+    #[serde(borrow, default)]
+    text: Option<&'a RawValue>,
 }
 
 impl Attempt {
@@ -541,7 +557,7 @@ impl Won {
                 extra.push(KeyValue::new(GEN_AI_RESPONSE_FINISH_REASONS, strings(reasons)));
             }
             if a.capture_content {
-                let out: Vec<&str> = choices.iter().filter_map(|c| c.message.map(RawValue::get)).collect();
+                let out: Vec<&str> = choices.iter().filter_map(|c| c.message.or(c.text).map(RawValue::get)).collect();
                 extra.push(KeyValue::new(GEN_AI_OUTPUT_MESSAGES, format!("[{}]", out.join(","))));
             }
         }

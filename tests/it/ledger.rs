@@ -154,8 +154,8 @@ async fn every_request_outcome_is_recorded_with_its_request_id() {
     let db = dir.path().join("ledger");
     let extra = format!("[ledger]\npath = {:?}\nflush_interval_ms = 20\n", db.display().to_string());
     let cfg = remote_config(&[("bad", &bad.url()), ("good", &good.url()), ("hang", &hang.url())], &extra).replace(
-        "capabilities = [\"chat\", \"embeddings\"]\n",
-        "capabilities = [\"chat\", \"embeddings\"]\nprice = { input_per_mtok = 1.0, output_per_mtok = 2.0 }\n",
+        "capabilities = [\"chat\", \"embeddings\", \"completions\"]\n",
+        "capabilities = [\"chat\", \"embeddings\", \"completions\"]\nprice = { input_per_mtok = 1.0, output_per_mtok = 2.0 }\n",
     );
     let mut gw = Gateway::start(&cfg).await;
     let url = gw.url("/v1/chat/completions");
@@ -186,6 +186,11 @@ async fn every_request_outcome_is_recorded_with_its_request_id() {
     // Invalid input.
     let r = client().post(&url).body("{").header("content-type", "application/json").send().await.unwrap();
     let invalid_id = id(&r);
+    // A legacy text completion, streamed, routed past the failing expert.
+    let completion = json!({"model": "triage", "stream": true, "prompt": "def add(a, b):"});
+    let r = client().post(gw.url("/v1/completions")).json(&completion).send().await.unwrap();
+    let completion_id = id(&r);
+    assert!(r.text().await.unwrap().ends_with("data: [DONE]\n\n"));
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
 
     // Graceful shutdown flushes; then read the database as `triage ledger export` would.
@@ -214,6 +219,10 @@ async fn every_request_outcome_is_recorded_with_its_request_id() {
     assert_eq!((r.status, r.error.as_deref()), (triage::ledger::STATUS_CLIENT_CLOSED, Some("client_disconnect")));
     let r = get(&invalid_id);
     assert_eq!((r.status, r.error.as_deref()), (400, Some("invalid_request")));
+    let r = get(&completion_id);
+    assert_eq!((r.status, r.expert.as_deref(), r.tried.clone()), (200, Some("good"), vec!["bad".to_string()]));
+    assert_eq!((r.input_tokens, r.output_tokens, r.stream), (11, 4, true), "usage read from the completion stream");
+    assert_eq!(r.prompt_hash.len(), 64);
     let abandoned: Vec<Record> = ledger.scan(0).map(Result::unwrap).filter(|r| r.model == "hang").collect();
     assert_eq!(abandoned.len(), 1, "the abandoned request is recorded once: {abandoned:?}");
     let r = &abandoned[0];

@@ -547,3 +547,67 @@ async fn serve_answers_while_loading_then_serves() {
     assert!(status.success(), "exit 0 on SIGTERM while loading: {status:?}\n{}", log.text);
     assert!(!log.text.contains("Triage is serving"), "{}", log.text);
 }
+
+/// `POST /v1/completions` on a local expert: the prompt is continued as it is, without the
+/// chat template, streamed or not; what a local model cannot do is refused with the
+/// parameter that asked for it.
+#[tokio::test]
+async fn a_local_expert_continues_a_raw_prompt_as_a_text_completion() {
+    let prompt = "Germany: Berlin\nSpain: Madrid\nFrance:";
+    let body = json!({"model": "smollm2-135m", "temperature": 0, "max_tokens": 3, "prompt": prompt});
+    let r = client().post(url("/v1/completions")).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-triage-expert"], "smollm2-135m");
+    let whole: Value = r.json().await.unwrap();
+    assert_eq!(whole["object"], "text_completion", "{whole}");
+    assert!(whole["id"].as_str().unwrap().starts_with("cmpl-"), "{whole}");
+    let text = whole["choices"][0]["text"].as_str().unwrap();
+    assert!(text.contains("Paris"), "the few-shot pattern is continued: {text:?}");
+    // The same words as a chat message are wrapped in the chat template: more tokens.
+    let (_, chat) = chat(json!({"model": "smollm2-135m", "max_tokens": 1,
+                                "messages": [{"role": "user", "content": prompt}]}))
+    .await;
+    let raw_tokens = whole["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert!(raw_tokens < chat["usage"]["prompt_tokens"].as_u64().unwrap(), "{whole} {chat}");
+
+    let mut s = body.clone();
+    s["stream"] = json!(true);
+    s["stream_options"] = json!({"include_usage": true});
+    let text_stream = client().post(url("/v1/completions")).json(&s).send().await.unwrap().text().await.unwrap();
+    assert!(text_stream.ends_with("data: [DONE]\n\n"), "{text_stream}");
+    let events: Vec<Value> = text_stream
+        .split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str(d).ok())
+        .collect();
+    assert!(events.iter().all(|e| e["object"] == "text_completion"), "{text_stream}");
+    let streamed: String = events.iter().filter_map(|e| e["choices"][0]["text"].as_str()).collect();
+    assert_eq!(streamed, text, "greedy: the stream says what the whole reply said");
+    let usage = events.iter().find(|e| !e["usage"].is_null()).expect("a usage event");
+    assert_eq!(usage["usage"], whole["usage"]);
+
+    // Routed: the prompt is what the router reads.
+    let code = json!({"model": "triage", "max_tokens": 2,
+                      "prompt": "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number, iteratively.\"\"\"\n"});
+    let r = client().post(url("/v1/completions")).json(&code).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-triage-category"], "coding");
+
+    for (extra, param) in [
+        (json!({"echo": true}), "echo"),
+        (json!({"logprobs": 1}), "logprobs"),
+        (json!({"suffix": "\nItaly: Rome"}), "suffix"),
+        (json!({"prompt": ["a", "b"]}), "prompt"),
+    ] {
+        let mut b = body.clone();
+        b.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        let r = client().post(url("/v1/completions")).json(&b).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{b}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(
+            (v["error"]["code"].as_str(), v["error"]["param"].as_str()),
+            (Some("unsupported_parameter"), Some(param)),
+            "{v}"
+        );
+    }
+}

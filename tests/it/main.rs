@@ -8,6 +8,7 @@
 )]
 
 mod auth;
+mod completions;
 mod crash;
 mod faults;
 mod fuzz;

@@ -71,6 +71,7 @@ impl Mock {
         };
         let app = Router::new()
             .route("/v1/chat/completions", post(chat))
+            .route("/v1/completions", post(completions))
             .route("/v1/embeddings", post(embeddings))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -149,6 +150,15 @@ async fn fail(state: &MockState, stream: bool) -> Option<Response> {
 }
 
 async fn chat(State(state): State<MockState>, headers: HeaderMap, body: Bytes) -> Response {
+    generate(state, headers, body, false).await
+}
+
+/// `POST /v1/completions`: the same words as `text_completion` objects (vLLM's shapes).
+async fn completions(State(state): State<MockState>, headers: HeaderMap, body: Bytes) -> Response {
+    generate(state, headers, body, true).await
+}
+
+async fn generate(state: MockState, headers: HeaderMap, body: Bytes, text: bool) -> Response {
     state.hits.fetch_add(1, Ordering::SeqCst);
     let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     state.bodies.lock().unwrap().push(req.clone());
@@ -158,6 +168,14 @@ async fn chat(State(state): State<MockState>, headers: HeaderMap, body: Bytes) -
     }
     let model = req["model"].as_str().unwrap_or("").to_string();
     let usage = json!({"prompt_tokens": 11, "completion_tokens": 4, "total_tokens": 15});
+    if req["stream"].as_bool() != Some(true) && text {
+        let body = json!({
+            "id": "cmpl-mock", "object": "text_completion", "created": 1, "model": model,
+            "choices": [{"index": 0, "text": WORDS.concat(), "logprobs": null, "finish_reason": "stop"}],
+            "usage": usage,
+        });
+        return ([("content-type", "application/json")], body.to_string()).into_response();
+    }
     if req["stream"].as_bool() != Some(true) {
         let body = json!({
             "id": "chatcmpl-mock", "object": "chat.completion", "created": 1, "model": model,
@@ -169,15 +187,27 @@ async fn chat(State(state): State<MockState>, headers: HeaderMap, body: Bytes) -
     }
     let include_usage = req["stream_options"]["include_usage"].as_bool() == Some(true);
     let reset = *state.behavior.lock().unwrap() == Behavior::ResetMidStream;
-    let chunk = |delta: Value, finish: Value| {
-        json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1, "model": model,
-               "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
-    };
-    let mut events = vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
-    events.extend(WORDS.iter().map(|w| chunk(json!({"content": w}), Value::Null)));
-    events.push(chunk(json!({}), json!("stop")));
+    let mut events = Vec::new();
+    if text {
+        let chunk = |t: &str, finish: Value| {
+            json!({"id": "cmpl-mock", "object": "text_completion", "created": 1, "model": model,
+                   "choices": [{"index": 0, "text": t, "logprobs": null, "finish_reason": finish}]})
+        };
+        events.extend(WORDS.iter().map(|w| chunk(w, Value::Null)));
+        events.push(chunk("", json!("stop")));
+    } else {
+        let chunk = |delta: Value, finish: Value| {
+            json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1, "model": model,
+                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+        };
+        events.push(chunk(json!({"role": "assistant", "content": ""}), Value::Null));
+        events.extend(WORDS.iter().map(|w| chunk(json!({"content": w}), Value::Null)));
+        events.push(chunk(json!({}), json!("stop")));
+    }
     if include_usage {
-        events.push(json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1, "model": model, "choices": [], "usage": usage}));
+        let object = if text { "text_completion" } else { "chat.completion.chunk" };
+        events
+            .push(json!({"id": "mock", "object": object, "created": 1, "model": model, "choices": [], "usage": usage}));
     }
     let stream = async_stream(events, reset);
     Response::builder().header("content-type", "text/event-stream").body(Body::from_stream(stream)).unwrap()

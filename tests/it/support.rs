@@ -88,7 +88,7 @@ pub fn remote_config(experts: &[(&str, &str)], extra: &str) -> String {
     let mut s = String::from("[resilience]\nbackoff_base_ms = 1\nbackoff_max_ms = 5\n");
     for (name, url) in experts {
         s.push_str(&format!(
-            "[[experts]]\nname = \"{name}\"\nkind = \"openai\"\nbase_url = \"{url}\"\nmodel = \"up-{name}\"\ncapabilities = [\"chat\", \"embeddings\"]\ntimeouts = {{ connect_ms = 500, first_byte_ms = 400, total_ms = 3000 }}\n"
+            "[[experts]]\nname = \"{name}\"\nkind = \"openai\"\nbase_url = \"{url}\"\nmodel = \"up-{name}\"\ncapabilities = [\"chat\", \"embeddings\", \"completions\"]\ntimeouts = {{ connect_ms = 500, first_byte_ms = 400, total_ms = 3000 }}\n"
         ));
     }
     let names: Vec<String> = experts.iter().map(|(n, _)| format!("\"{n}\"")).collect();

@@ -40,6 +40,22 @@ raw = client.chat.completions.with_raw_response.create(model=routed, messages=[{
 assert raw.headers.get("x-triage-expert"), dict(raw.headers)
 assert raw.headers.get("x-triage-request-id"), dict(raw.headers)
 
+# Legacy text completions (code-completion plug-ins, evaluation harnesses): typed
+# Completion objects, streamed or not.
+c = client.completions.create(model=routed, prompt="def add(a, b):", max_tokens=8)
+assert c.object == "text_completion" and c.choices[0].text, c
+assert c.usage is not None and c.usage.total_tokens > 0, c.usage
+text = ""
+for chunk in client.completions.create(model=routed, prompt="Once upon a time", stream=True):
+    if chunk.choices:
+        text += chunk.choices[0].text
+assert text, text
+try:
+    client.completions.create(model=routed, prompt=[])
+    raise AssertionError("expected BadRequestError")
+except openai.BadRequestError as err:
+    assert err.status_code == 400 and err.param == "prompt", err.body
+
 # Embeddings and models.
 e = client.embeddings.create(model=embed_model, input=["a", "b"])
 assert len(e.data) == 2 and len(e.data[0].embedding) > 0
