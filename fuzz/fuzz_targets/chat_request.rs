@@ -1,5 +1,5 @@
 #![no_main]
-//! The chat and embeddings request parsers, their limit checks and everything the gateway
+//! The chat, text-completion and embeddings request parsers, their limit checks and everything the gateway
 //! derives from a parsed body (prompt hash, routing text, the usage option it adds, the
 //! error response) never panic, whatever the bytes.
 use axum::response::IntoResponse;
@@ -13,20 +13,22 @@ fn tight() -> Limits {
 }
 
 fuzz_target!(|data: &[u8]| {
-    match ChatRequest::parse(data) {
-        Ok(mut req) => {
-            for limits in [Limits::default(), tight()] {
-                if let Err(e) = req.check_limits(&limits) {
-                    drop(e.into_response());
+    for parsed in [ChatRequest::parse(data), ChatRequest::parse_completion(data), ChatRequest::parse_either(data)] {
+        match parsed {
+            Ok(mut req) => {
+                for limits in [Limits::default(), tight()] {
+                    if let Err(e) = req.check_limits(&limits) {
+                        drop(e.into_response());
+                    }
                 }
+                let _ = req.prompt_hash();
+                let _ = req.routing_text();
+                req.request_usage();
+                let usage = req.body.get("stream_options").and_then(|o| o.get("include_usage"));
+                assert_eq!(usage, Some(&serde_json::Value::Bool(true)), "request_usage did not set include_usage");
             }
-            let _ = req.prompt_hash();
-            let _ = triage::routing::prompt_text(req.messages());
-            req.request_usage();
-            let usage = req.body.get("stream_options").and_then(|o| o.get("include_usage"));
-            assert_eq!(usage, Some(&serde_json::Value::Bool(true)), "request_usage did not set include_usage");
+            Err(e) => drop(e.into_response()),
         }
-        Err(e) => drop(e.into_response()),
     }
     match EmbeddingsRequest::parse(data) {
         Ok(req) => {

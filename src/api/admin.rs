@@ -65,6 +65,7 @@ pub async fn route(State(state): State<Arc<AppState>>, body: Result<Bytes, Bytes
         let snapshot = state.snapshot.load_full();
         let decision =
             snapshot.route(&req.model, || req.routing_text(), req.prompt_hash()).await.map_err(ApiError::from)?;
+        let decision = crate::dispatch::serving(&snapshot, decision, req.endpoint)?;
         Ok::<_, ApiError>(Json(decision).into_response())
     }
     .await;

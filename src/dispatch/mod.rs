@@ -56,19 +56,12 @@ pub async fn chat(
         Endpoint::Completions => Operation::TextCompletion,
     };
     let mut tel = state.telemetry.request(op, headers);
-    let result = match body {
-        Ok(body) => {
-            let req = match endpoint {
-                Endpoint::Chat => ChatRequest::parse(&body),
-                Endpoint::Completions => ChatRequest::parse_completion(&body),
-            };
-            match req {
-                Ok(req) => {
-                    chat_inner(state, &mut tel, principal, req, &mut pending.rec, &mut pending.charge, started).await
-                }
-                Err(e) => Err(e),
-            }
-        }
+    let parsed = body.and_then(|body| match endpoint {
+        Endpoint::Chat => ChatRequest::parse(&body),
+        Endpoint::Completions => ChatRequest::parse_completion(&body),
+    });
+    let result = match parsed {
+        Ok(req) => chat_inner(state, &mut tel, principal, req, &mut pending.rec, &mut pending.charge, started).await,
         Err(e) => Err(e),
     };
     tel.finish(&result);
@@ -209,6 +202,7 @@ async fn chat_inner(
     };
     let routing = Instant::now();
     let decision = snapshot.route(&req.model, || req.routing_text(), request_hash).await?;
+    let decision = serving(&snapshot, decision, req.endpoint)?;
     tel.routed(&decision, routing, Some(snapshot.version()));
     record_routing_metrics(state, &decision);
     if routed {
@@ -227,11 +221,7 @@ async fn chat_inner(
         // reaches its queue; the first one the manager knows is the one that will be tried,
         // unless it will refuse the request (an image for a text model): no load, and no
         // eviction, for a request it will not take.
-        let takes = |n: &&String| {
-            snapshot
-                .expert(n)
-                .is_some_and(|e| e.config.supports(req.endpoint.capability()) && !e.refuses(&req.body, req.endpoint))
-        };
+        let takes = |n: &&String| snapshot.expert(n).is_some_and(|e| !e.refuses(&req.body, req.endpoint));
         if let Some(first) = decision.experts.iter().filter(|n| tiers.tier(n).is_some()).find(takes) {
             tiers.prefetch(first);
         }
@@ -240,35 +230,14 @@ async fn chat_inner(
     let last = decision.experts.last().cloned();
     let attempt = attempt_all(&snapshot, &decision, &mut rec.tried, &mut *tel, |e, trace| {
         let body = &req.body;
-        let endpoint = req.endpoint;
         let opts = CallOptions {
-            endpoint,
+            endpoint: req.endpoint,
             stream: req.stream,
             not_hot,
             last_candidate: last.as_deref() == Some(e.name()),
             tenant: principal.map(|p| p.key.tenant()),
         };
-        async move {
-            if endpoint == Endpoint::Completions && !e.config.supports(Capability::Completions) {
-                // A refusal, not a failure: the list moves on, and the breaker is not told.
-                return Err(ExpertError::Unsupported {
-                    expert: e.name().to_string(),
-                    param: "model".into(),
-                    message: format!(
-                        "Expert `{}` does not serve text completions (it does not declare the `completions` \
-                         capability); use /v1/chat/completions.",
-                        e.name()
-                    ),
-                });
-            }
-            if !e.config.supports(Capability::Chat) && endpoint == Endpoint::Chat {
-                return Err(ExpertError::Unavailable {
-                    expert: e.name().to_string(),
-                    detail: "does not declare chat".into(),
-                });
-            }
-            e.chat(body, opts, &trace).await
-        }
+        async move { e.chat(body, opts, &trace).await }
     })
     .await;
     let (expert, reply, attempt) = attempt?;
@@ -295,8 +264,21 @@ async fn chat_inner(
                 done.finish(&outcome);
                 stream_rec.ttft_ms = outcome.first_event_at.map(|t| ms(t.duration_since(started)));
                 stream_rec.latency_ms = ms(started.elapsed());
-                if let Some(u) = outcome.usage {
-                    set_usage(&mut stream_rec, u, &price);
+                match outcome.usage {
+                    Some(u) => set_usage(&mut stream_rec, u, &price),
+                    // The expert worked on it, and bills for it: an estimate, marked as
+                    // one, says more than zero (and is what the key's limits are charged).
+                    None if outcome.events > 0 => {
+                        let prompt_tokens = crate::auth::estimate_tokens(prompt_chars);
+                        let u = crate::experts::Usage {
+                            prompt_tokens,
+                            completion_tokens: outcome.events,
+                            total_tokens: prompt_tokens + outcome.events,
+                        };
+                        set_usage(&mut stream_rec, u, &price);
+                        stream_rec.usage_estimated = true;
+                    }
+                    None => {}
                 }
                 match outcome.error {
                     Some("client_disconnected") => {
@@ -320,6 +302,34 @@ async fn chat_inner(
     };
     decorate(resp.headers_mut(), &expert, &decision);
     Ok((resp, streaming))
+}
+
+/// The decision without the experts that do not serve the endpoint (a remote expert that
+/// does not declare `completions`, an embeddings-only one named for chat): they are passed
+/// over before any attempt, so no call, no breaker outcome and no `tried` entry. When none
+/// is left, the request is the client's to change (a 400), whatever state their breakers are in.
+pub fn serving(snapshot: &Snapshot, mut decision: Decision, endpoint: Endpoint) -> Result<Decision, ApiError> {
+    let capability = endpoint.capability();
+    let (kept, passed): (Vec<String>, Vec<String>) =
+        decision.experts.drain(..).partition(|n| snapshot.expert(n).is_none_or(|e| e.config.supports(capability)));
+    decision.experts = kept;
+    if !passed.is_empty() {
+        let name = match endpoint {
+            Endpoint::Chat => "chat",
+            Endpoint::Completions => "completions",
+        };
+        decision.reasons.push(format!("passed over {}: they do not declare `{name}`", passed.join(", ")));
+    }
+    if decision.experts.is_empty() {
+        let what = match endpoint {
+            Endpoint::Chat => "chat completions (none of its experts declares the `chat` capability)",
+            Endpoint::Completions => {
+                "text completions (none of its experts declares the `completions` capability); use /v1/chat/completions"
+            }
+        };
+        return Err(ApiError::Unsupported { model: decision.model.clone(), what });
+    }
+    Ok(decision)
 }
 
 fn ms(d: Duration) -> f64 {

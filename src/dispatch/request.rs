@@ -151,6 +151,11 @@ impl ChatRequest {
             match self.body.get(param) {
                 None | Some(Value::Null) => {}
                 Some(Value::Number(n)) => match n.as_u64() {
+                    // A completion that echoes its prompt with none generated scores the
+                    // prompt (evaluation harnesses ask for its log probabilities so).
+                    Some(0)
+                        if self.endpoint == Endpoint::Completions
+                            && self.body.get("echo") == Some(&Value::Bool(true)) => {}
                     // OpenAI's bound: a request for no tokens at all is a client mistake.
                     Some(0) => {
                         return Err(out_of_bounds(
@@ -388,7 +393,8 @@ fn text_chars(v: &Value) -> usize {
         Value::String(s) => s.chars().count(),
         Value::Array(a) => a.iter().map(text_chars).sum(),
         Value::Object(o) => o.values().map(text_chars).sum(),
-        Value::Number(_) => 1,
+        // A token id (a completion's or an embedding's prompt) stands for a token's text.
+        Value::Number(_) => crate::auth::CHARS_PER_TOKEN as usize,
         Value::Null | Value::Bool(_) => 0,
     }
 }

@@ -32,6 +32,10 @@ pub struct RelayOutcome {
     pub response_model: Option<String>,
     /// Each choice's non-null `finish_reason`, in the order they arrived.
     pub finish_reasons: Vec<String>,
+    /// Events relayed, comments and `[DONE]` not counted. Servers stream about one token
+    /// an event, so this is the estimate of the output when no usage arrived (the client
+    /// hung up, or the stream broke, before the usage event).
+    pub events: u64,
 }
 
 type OnFinish = Box<dyn FnOnce(RelayOutcome) + Send>;
@@ -111,6 +115,9 @@ impl Relay {
     /// Reads the response id and model from the first event and the finish reasons from
     /// the event that carries them; the other events are only scanned, never parsed.
     fn observe(&mut self, event: &[u8]) {
+        if !event.starts_with(b":") && !ends_with_done(event) {
+            self.outcome.events += 1;
+        }
         let first = !self.head_seen;
         if !first && !has_finish_reason(event) {
             return;
@@ -352,6 +359,18 @@ mod tests {
         let (text, o) = run(vec!["data: [\"usage\", 1]\n\n", "data: [DONE]\n\n"], true).await;
         assert_eq!(text, "data: [\"usage\", 1]\n\ndata: [DONE]\n\n");
         assert!(o.usage.is_none());
+    }
+
+    #[tokio::test]
+    async fn events_are_counted_whichever_path_they_take_and_without_done_or_comments() {
+        let content = "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n";
+        // Whole events in one chunk (no copy), a split event, a comment, then [DONE].
+        let (_, o) =
+            run(vec![content, content, "data: {\"choi", "ces\":[]}\n\n", ": keep-alive\n\n", "data: [DONE]\n\n"], true)
+                .await;
+        assert_eq!(o.events, 3);
+        let (_, o) = run(vec!["data: [DONE]\n\n"], true).await;
+        assert_eq!(o.events, 0);
     }
 
     #[test]

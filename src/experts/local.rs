@@ -23,6 +23,8 @@ use crate::tiers::{Lease, Registration, TierError, TierManager, Wait};
 
 /// A full queue clears in about one generation; tell clients to come back after that.
 const QUEUE_FULL_RETRY_AFTER_SECS: u64 = 1;
+/// `max_tokens` of a text completion that does not say: OpenAI's default for the endpoint.
+const COMPLETION_MAX_TOKENS: u64 = 16;
 /// The roles a chat template places; any other is refused, as OpenAI refuses it.
 const ROLES: [&str; 6] = ["system", "developer", "user", "assistant", "tool", "function"];
 /// `GenEvent::TooLong` is only ever a first event, which both paths turn into
@@ -393,7 +395,9 @@ impl LocalBackend {
         }
         let max_tokens = match count("max_completion_tokens")? {
             Some(t) => Some(t),
-            None => count("max_tokens")?,
+            // OpenAI's (and vLLM's) default for a text completion is 16 tokens; a chat
+            // answer runs to its end.
+            None => count("max_tokens")?.or((endpoint == Endpoint::Completions).then_some(COMPLETION_MAX_TOKENS)),
         };
         let stop = match body.get("stop") {
             None | Some(Value::Null) => Vec::new(),
@@ -469,11 +473,8 @@ impl LocalBackend {
             _ => return Err(unsupported("prompt", "This prompt cannot be read")),
         };
         if prompt.is_empty() {
-            return Err(bad_request(
-                &self.name,
-                "Invalid 'prompt': a local model needs text to continue.",
-                Some("prompt"),
-            ));
+            // OpenAI's models take it (they continue from their start token); another expert may.
+            return Err(unsupported("prompt", "An empty prompt cannot be continued"));
         }
         Ok(prompt)
     }

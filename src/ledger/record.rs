@@ -69,6 +69,12 @@ pub struct Record {
     pub input_tokens: u64,
     #[serde(default)]
     pub output_tokens: u64,
+    /// The token counts (and so the cost) are the gateway's estimate, not the expert's:
+    /// a stream that ended before its usage event (the client hung up, or the stream
+    /// broke) is counted at one output token per event relayed and about four prompt
+    /// characters per input token, rather than as free.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub usage_estimated: bool,
     /// US dollars, from the expert's prices per million tokens.
     #[serde(default)]
     pub cost_usd: f64,
@@ -107,32 +113,7 @@ impl Record {
     /// A record whose id (and timestamp) is `id`, e.g. the id already sent in
     /// `x-triage-request-id`.
     pub fn with_id(id: ulid::Ulid, model: impl Into<String>) -> Record {
-        Record {
-            id: id.to_string(),
-            ts_ms: id.timestamp_ms(),
-            origin: Origin::Gateway,
-            tenant: None,
-            api_key: None,
-            model: model.into(),
-            policy: String::new(),
-            policy_version: String::new(),
-            category: None,
-            confidence: None,
-            top_categories: Vec::new(),
-            expert: None,
-            tried: Vec::new(),
-            input_tokens: 0,
-            output_tokens: 0,
-            cost_usd: 0.0,
-            active_params: None,
-            latency_ms: 0.0,
-            ttft_ms: None,
-            stream: false,
-            status: 200,
-            error: None,
-            prompt_hash: String::new(),
-            prompt: None,
-        }
+        Record { id: id.to_string(), ts_ms: id.timestamp_ms(), model: model.into(), status: 200, ..Record::default() }
     }
 
     /// Whether the request failed from the client's point of view. A client that hung up

@@ -85,18 +85,39 @@ async fn an_expert_that_does_not_declare_completions_is_passed_over_without_a_ca
         assert_eq!(resp.status(), 200);
         assert_eq!(resp.headers()["x-triage-expert"], "full");
     }
+    // The explanation says so.
+    let d: Value = client()
+        .post(gw.url("/v1/route"))
+        .json(&json!({"model": "triage", "prompt": "x"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(d["experts"], json!(["full"]), "{d}");
+    assert!(d["reasons"].to_string().contains("passed over chat-only"), "{d}");
     // Named directly: a 400 that says why, and no call.
-    let resp = post(&gw, &json!({"model": "chat-only", "prompt": "x"})).await;
+    let direct = json!({"model": "chat-only", "prompt": "x"});
+    let resp = post(&gw, &direct).await;
     assert_eq!(resp.status(), 400);
     let v: Value = resp.json().await.unwrap();
-    assert_eq!(v["error"]["code"], "unsupported_parameter", "{v}");
     assert_eq!(v["error"]["param"], "model", "{v}");
-    assert!(v["error"]["message"].as_str().unwrap().contains("completions"), "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("`completions` capability"), "{v}");
     assert_eq!(chat_only.hits(), 0);
     // Passing it over is not a failure: its breaker stays closed and chat still reaches it.
     let chat = json!({"model": "triage", "messages": [{"role": "user", "content": "hi"}]});
     let resp = client().post(gw.url("/v1/chat/completions")).json(&chat).send().await.unwrap();
     assert_eq!(resp.headers()["x-triage-expert"], "chat-only");
+    // Nor does its breaker, open after chat failures, turn the 400 into a 503 to retry.
+    chat_only.set(Behavior::ServerError);
+    let chat = json!({"model": "chat-only", "messages": [{"role": "user", "content": "hi"}]});
+    for _ in 0..3 {
+        client().post(gw.url("/v1/chat/completions")).json(&chat).send().await.unwrap();
+    }
+    let resp = client().post(gw.url("/v1/chat/completions")).json(&chat).send().await.unwrap();
+    assert_eq!(resp.status(), 503, "the breaker is open");
+    assert_eq!(post(&gw, &direct).await.status(), 400);
 }
 
 #[tokio::test]

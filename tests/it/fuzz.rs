@@ -22,7 +22,9 @@ const HTTP_CASES: usize = 2_000;
 /// Fixed so a failure reproduces; the failing input is printed.
 const SEED: u64 = 0x0072_6961_6765;
 
-const CHAT_SEEDS: [&str; 6] = [
+const CHAT_SEEDS: [&str; 8] = [
+    r#"{"model":"triage","prompt":"def add(a, b):","max_tokens":8,"echo":true}"#,
+    r#"{"model":"a","prompt":[[1,2],[3]],"stream":true}"#,
     r#"{"model":"triage","messages":[{"role":"user","content":"hi"}]}"#,
     r#"{"model":"triage","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"system","content":[{"type":"text","text":"x"}]}],"max_tokens":5}"#,
     r#"{"model":"a","messages":[{"role":"user","content":null}],"max_completion_tokens":1e30}"#,
@@ -68,9 +70,12 @@ fn the_request_parsers_never_panic() {
     for _ in 0..CASES {
         let input = mutate(&mut rng, &CHAT_SEEDS);
         let result = std::panic::catch_unwind(|| {
-            if let Ok(req) = triage::dispatch::request::ChatRequest::parse(&input) {
+            let chat = triage::dispatch::request::ChatRequest::parse(&input);
+            let completion = triage::dispatch::request::ChatRequest::parse_completion(&input);
+            for req in [chat, completion].into_iter().flatten() {
                 let _ = req.check_limits(&limits);
                 let _ = req.prompt_hash();
+                let _ = req.routing_text();
             }
             if let Ok(req) = triage::dispatch::request::EmbeddingsRequest::parse(&input) {
                 let _ = req.check_limits(&limits);
@@ -123,7 +128,7 @@ async fn malformed_requests_never_get_a_gateway_5xx() {
     let state = triage::state::AppState::new(config, &triage::routing::no_routers, None).unwrap();
     let app = triage::api::app(Arc::new(state));
     let mut rng = StdRng::seed_from_u64(SEED);
-    let paths = ["/v1/chat/completions", "/v1/embeddings", "/v1/route", "/v1/feedback"];
+    let paths = ["/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/route", "/v1/feedback"];
     for _ in 0..HTTP_CASES {
         let input = mutate(&mut rng, &CHAT_SEEDS);
         let path = paths[rng.random_range(0..paths.len())];

@@ -217,6 +217,12 @@ async fn every_request_outcome_is_recorded_with_its_request_id() {
     assert_eq!(r.tried, vec!["bad", "bad", "bad"]);
     let r = get(&gone_id);
     assert_eq!((r.status, r.error.as_deref()), (triage::ledger::STATUS_CLIENT_CLOSED, Some("client_disconnect")));
+    // It left before the usage event: the tokens it was streamed are estimated, not free.
+    assert!(r.usage_estimated, "{r:?}");
+    assert_eq!(r.input_tokens, 1, "\"hi\" is about one token: {r:?}");
+    assert!((1..=6).contains(&r.output_tokens), "one token an event relayed: {r:?}");
+    assert!(r.cost_usd > 0.0, "{r:?}");
+    assert!(!get(&stream_id).usage_estimated, "a stream with its usage event is counted exactly");
     let r = get(&invalid_id);
     assert_eq!((r.status, r.error.as_deref()), (400, Some("invalid_request")));
     let r = get(&completion_id);

@@ -114,6 +114,13 @@ except openai.BadRequestError as err:
     assert err.code == "context_length_exceeded", err.code
     assert err.param == "messages", err.param
     assert "8192" in err.message, err.message
+# Legacy text completions from the local expert's own objects, typed by the SDK.
+done = c.completions.create(model="smollm2-135m", prompt="Germany: Berlin\nFrance:", max_tokens=3, temperature=0)
+assert done.object == "text_completion" and "Paris" in done.choices[0].text, done
+assert done.usage.completion_tokens <= 3 and done.choices[0].finish_reason in ("stop", "length"), done
+streamed = "".join(ch.choices[0].text for ch in c.completions.create(
+    model="smollm2-135m", prompt="Germany: Berlin\nFrance:", max_tokens=3, temperature=0, stream=True) if ch.choices)
+assert streamed == done.choices[0].text, (streamed, done)
 print("ok", text)
 "#;
     let out = tokio::task::spawn_blocking(move || Command::new(&py).arg("-c").arg(script).arg(&base).output())
@@ -563,6 +570,9 @@ async fn a_local_expert_continues_a_raw_prompt_as_a_text_completion() {
     assert!(whole["id"].as_str().unwrap().starts_with("cmpl-"), "{whole}");
     let text = whole["choices"][0]["text"].as_str().unwrap();
     assert!(text.contains("Paris"), "the few-shot pattern is continued: {text:?}");
+    if whole["usage"]["completion_tokens"] == 3 {
+        assert_eq!(whole["choices"][0]["finish_reason"], "length", "{whole}");
+    }
     // The same words as a chat message are wrapped in the chat template: more tokens.
     let (_, chat) = chat(json!({"model": "smollm2-135m", "max_tokens": 1,
                                 "messages": [{"role": "user", "content": prompt}]}))
@@ -585,6 +595,18 @@ async fn a_local_expert_continues_a_raw_prompt_as_a_text_completion() {
     assert_eq!(streamed, text, "greedy: the stream says what the whole reply said");
     let usage = events.iter().find(|e| !e["usage"].is_null()).expect("a usage event");
     assert_eq!(usage["usage"], whole["usage"]);
+    // Not asked for: no usage event, and the stream still ends with its finish reason.
+    s.as_object_mut().unwrap().remove("stream_options");
+    let plain = client().post(url("/v1/completions")).json(&s).send().await.unwrap().text().await.unwrap();
+    assert!(!plain.contains("\"usage\""), "{plain}");
+    assert!(plain.contains("\"finish_reason\":\"") && plain.ends_with("data: [DONE]\n\n"), "{plain}");
+
+    // No max_tokens: OpenAI's default for a completion, 16, not the whole context window.
+    let open_ended =
+        json!({"model": "smollm2-135m", "temperature": 0, "prompt": "Once upon a time, in a land far away,"});
+    let v: Value = client().post(url("/v1/completions")).json(&open_ended).send().await.unwrap().json().await.unwrap();
+    let n = v["usage"]["completion_tokens"].as_u64().unwrap();
+    assert!(n <= 16 && (n == 16) == (v["choices"][0]["finish_reason"] == "length"), "{v}");
 
     // Routed: the prompt is what the router reads.
     let code = json!({"model": "triage", "max_tokens": 2,
@@ -598,6 +620,9 @@ async fn a_local_expert_continues_a_raw_prompt_as_a_text_completion() {
         (json!({"logprobs": 1}), "logprobs"),
         (json!({"suffix": "\nItaly: Rome"}), "suffix"),
         (json!({"prompt": ["a", "b"]}), "prompt"),
+        (json!({"best_of": 2}), "best_of"),
+        (json!({"prompt": [1, 2, 3]}), "prompt"),
+        (json!({"prompt": ""}), "prompt"),
     ] {
         let mut b = body.clone();
         b.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
