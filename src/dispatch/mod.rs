@@ -310,8 +310,12 @@ async fn chat_inner(
 /// is left, the request is the client's to change (a 400), whatever state their breakers are in.
 pub fn serving(snapshot: &Snapshot, mut decision: Decision, endpoint: Endpoint) -> Result<Decision, ApiError> {
     let capability = endpoint.capability();
-    let (kept, passed): (Vec<String>, Vec<String>) =
-        decision.experts.drain(..).partition(|n| snapshot.expert(n).is_none_or(|e| e.config.supports(capability)));
+    let serves = |n: &String| snapshot.expert(n).is_none_or(|e| e.config.supports(capability));
+    if decision.experts.iter().all(serves) {
+        // The usual case, on every request's path: nothing to take out, nothing to allocate.
+        return Ok(decision);
+    }
+    let (kept, passed): (Vec<String>, Vec<String>) = decision.experts.drain(..).partition(serves);
     decision.experts = kept;
     if !passed.is_empty() {
         let name = match endpoint {
