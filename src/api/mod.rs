@@ -28,8 +28,8 @@ use error::ApiError;
 pub fn app(state: Arc<AppState>) -> Router {
     let limit = state.max_body_bytes;
     Router::new()
-        .route("/v1/chat/completions", post(chat_completions))
-        .route("/v1/completions", post(completions))
+        .route("/v1/chat/completions", post(generate::<false>))
+        .route("/v1/completions", post(generate::<true>))
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/models", get(models))
         // A wildcard: expert names may hold a `/` (`org/model`), as OpenAI-style ids do.
@@ -173,29 +173,19 @@ fn with_id(result: Result<Response, ApiError>, id: ulid::Ulid) -> Response {
     resp
 }
 
-async fn chat_completions(
+/// `POST /v1/chat/completions`, and with `COMPLETIONS` `POST /v1/completions` (OpenAI's
+/// legacy text completions, routed and relayed as chat is).
+async fn generate<const COMPLETIONS: bool>(
     State(state): State<Arc<AppState>>,
     principal: Option<Extension<Principal>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let endpoint = if COMPLETIONS { Endpoint::Completions } else { Endpoint::Chat };
     let id = ulid::Ulid::new();
     let principal = principal.map(|Extension(p)| p);
     let body = body_or_error(body, state.max_body_bytes);
-    with_id(dispatch::chat(&state, id, Endpoint::Chat, &headers, principal.as_ref(), body).await, id)
-}
-
-/// `POST /v1/completions`: OpenAI's legacy text completions, routed and relayed as chat is.
-async fn completions(
-    State(state): State<Arc<AppState>>,
-    principal: Option<Extension<Principal>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let id = ulid::Ulid::new();
-    let principal = principal.map(|Extension(p)| p);
-    let body = body_or_error(body, state.max_body_bytes);
-    with_id(dispatch::chat(&state, id, Endpoint::Completions, &headers, principal.as_ref(), body).await, id)
+    with_id(dispatch::chat(&state, id, endpoint, &headers, principal.as_ref(), body).await, id)
 }
 
 async fn embeddings(

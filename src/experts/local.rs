@@ -306,11 +306,7 @@ impl LocalBackend {
             let message = format!("Invalid type for '{param}': expected {expected}, got {}.", type_name(v));
             bad_request(&self.name, &message, Some(param))
         };
-        let unsupported = |param: &str, what: &str| ExpertError::Unsupported {
-            expert: self.name.clone(),
-            param: param.to_string(),
-            message: format!("{what}: `{}` is a local text model. Use an expert that supports it.", self.name),
-        };
+        let unsupported = |param: &str, what: &str| self.unsupported(param, what);
         let present = |k: &str| body.get(k).filter(|v| !v.is_null());
         let number = |k: &str| match present(k) {
             None => Ok(None),
@@ -435,13 +431,18 @@ impl LocalBackend {
 }
 
 impl LocalBackend {
-    /// A text completion's one prompt, or why this expert cannot complete the request.
-    fn completion_prompt(&self, body: &Map<String, Value>) -> Result<String, ExpertError> {
-        let unsupported = |param: &str, what: &str| ExpertError::Unsupported {
+    /// A refusal of what a text-only local model cannot do: a routed list moves on.
+    fn unsupported(&self, param: &str, what: &str) -> ExpertError {
+        ExpertError::Unsupported {
             expert: self.name.clone(),
             param: param.to_string(),
             message: format!("{what}: `{}` is a local text model. Use an expert that supports it.", self.name),
-        };
+        }
+    }
+
+    /// A text completion's one prompt, or why this expert cannot complete the request.
+    fn completion_prompt(&self, body: &Map<String, Value>) -> Result<String, ExpertError> {
+        let unsupported = |param: &str, what: &str| self.unsupported(param, what);
         let present = |k: &str| body.get(k).filter(|v| !v.is_null());
         if present("echo").and_then(Value::as_bool) == Some(true) {
             return Err(unsupported("echo", "The prompt cannot be echoed ('echo')"));

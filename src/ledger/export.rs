@@ -23,7 +23,7 @@ pub enum ExportError {
     Encode { id: String, source: serde_json::Error },
 }
 
-pub const CSV_COLUMNS: [&str; 24] = [
+pub const CSV_COLUMNS: [&str; 25] = [
     "id",
     "time",
     "ts_ms",
@@ -48,6 +48,8 @@ pub const CSV_COLUMNS: [&str; 24] = [
     "error",
     "prompt_hash",
     "prompt",
+    // Last, so that positional readers of the earlier 24 columns keep working.
+    "usage_estimated",
 ];
 
 /// Writes every record with `ts_ms >= since_ms`, oldest first. Returns how many.
@@ -101,6 +103,7 @@ fn csv_row(r: &Record) -> Vec<String> {
         opt(&r.error),
         r.prompt_hash.clone(),
         opt(&r.prompt),
+        r.usage_estimated.to_string(),
     ]
     .into_iter()
     .map(|f| csv_field(&f))

@@ -302,5 +302,6 @@ async fn export_writes_jsonl_and_csv_since_a_time() {
     assert_eq!(rows.next().unwrap().split(',').count(), export::CSV_COLUMNS.len());
     let row = rows.next().unwrap();
     assert!(row.starts_with(&new.id) && row.contains("\"has, a comma\"") && row.contains(",big,"), "{row}");
+    assert!(row.ends_with(",false"), "usage_estimated, last: {row}");
     ledger.close().await.unwrap();
 }
