@@ -317,13 +317,11 @@ pub fn serving(snapshot: &Snapshot, mut decision: Decision, endpoint: Endpoint) 
     }
     let (kept, passed): (Vec<String>, Vec<String>) = decision.experts.drain(..).partition(serves);
     decision.experts = kept;
-    if !passed.is_empty() {
-        let name = match endpoint {
-            Endpoint::Chat => "chat",
-            Endpoint::Completions => "completions",
-        };
-        decision.reasons.push(format!("passed over {}: they do not declare `{name}`", passed.join(", ")));
-    }
+    let name = match endpoint {
+        Endpoint::Chat => "chat",
+        Endpoint::Completions => "completions",
+    };
+    decision.reasons.push(format!("passed over {}: they do not declare `{name}`", passed.join(", ")));
     if decision.experts.is_empty() {
         let what = match endpoint {
             Endpoint::Chat => "chat completions (none of its experts declares the `chat` capability)",

@@ -25,6 +25,15 @@ impl Endpoint {
         }
     }
 
+    /// The body field that holds what the client asks about (and the `param` of errors
+    /// about it).
+    pub fn input_param(self) -> &'static str {
+        match self {
+            Self::Chat => "messages",
+            Self::Completions => "prompt",
+        }
+    }
+
     /// What an expert must declare to be sent such a request.
     pub fn capability(self) -> Capability {
         match self {
@@ -189,12 +198,12 @@ impl ChatRequest {
                 }
             }
         }
-        let (chars, param) = match self.endpoint {
-            Endpoint::Chat => (prompt_chars(messages), "messages"),
-            Endpoint::Completions => (self.body.get("prompt").map_or(0, text_chars), "prompt"),
+        let chars = match self.endpoint {
+            Endpoint::Chat => prompt_chars(messages),
+            Endpoint::Completions => self.input().map_or(0, text_chars),
         };
         if chars > limits.max_prompt_chars {
-            return Err(prompt_too_long(chars, limits.max_prompt_chars, param));
+            return Err(prompt_too_long(chars, limits.max_prompt_chars, self.endpoint.input_param()));
         }
         Ok(chars)
     }
@@ -215,19 +224,13 @@ impl ChatRequest {
     /// prompt always lands on the same side).
     pub fn prompt_digest(&self) -> [u8; 32] {
         use sha2::{Digest, Sha256};
-        let json = match self.endpoint {
-            Endpoint::Chat => serde_json::to_vec(self.messages()),
-            Endpoint::Completions => serde_json::to_vec(self.input().unwrap_or(&Value::Null)),
-        };
-        Sha256::digest(json.unwrap_or_default()).into()
+        // A chat's validated `messages` array serializes as `messages()` did: same hashes.
+        Sha256::digest(serde_json::to_vec(self.input().unwrap_or(&Value::Null)).unwrap_or_default()).into()
     }
 
     /// What the client asked about: the `messages` of a chat, the `prompt` of a completion.
     pub fn input(&self) -> Option<&Value> {
-        match self.endpoint {
-            Endpoint::Chat => self.body.get("messages"),
-            Endpoint::Completions => self.body.get("prompt"),
-        }
+        self.body.get(self.endpoint.input_param())
     }
 
     /// The text a router classifies: the latest user turn with its context

@@ -170,10 +170,7 @@ impl LocalBackend {
             Ok(None) => return Err(unavailable(&self.name, "the worker stopped")),
             Ok(Some(GenEvent::Error(e))) => return Err(unavailable(&self.name, e)),
             Ok(Some(GenEvent::TooLong { prompt_tokens, context_length })) => {
-                let input = match opts.endpoint {
-                    Endpoint::Chat => "messages",
-                    Endpoint::Completions => "prompt",
-                };
+                let input = opts.endpoint.input_param();
                 return Err(ExpertError::ContextExceeded {
                     expert: self.name.clone(),
                     prompt_tokens,
