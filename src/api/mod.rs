@@ -18,6 +18,7 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use crate::auth::{Principal, Refusal};
+use crate::config::Capability;
 use crate::dispatch::request::Endpoint;
 use crate::dispatch::{self, HEADER_REQUEST_ID};
 use crate::state::AppState;
@@ -79,7 +80,7 @@ async fn guard(State(state): State<Arc<AppState>>, mut req: Request, next: Next)
     let started = std::time::Instant::now();
     let mut resp = match admit(&state, &mut req) {
         Ok(()) => next.run(req).await,
-        Err(refusal) => refused(&state, refusal, started).await,
+        Err(refusal) => refused(&state, refusal, endpoint_of(req.uri().path()), started).await,
     };
     // The chat and embeddings handlers set the id their ledger record carries; every other
     // response (models, health, a 404 or 405) gets one here, so each can be quoted.
@@ -119,10 +120,11 @@ impl axum::body::HttpBody for Counted {
 
 /// Answers a refused request, and records it: a gateway that never loses a log line logs
 /// the requests it turns away too (with the key and tenant when the key was valid).
-async fn refused(state: &AppState, refusal: Refusal, started: std::time::Instant) -> Response {
+async fn refused(state: &AppState, refusal: Refusal, endpoint: &str, started: std::time::Instant) -> Response {
     let id = ulid::Ulid::new();
     if let Some(ledger) = &state.ledger {
         let mut rec = crate::ledger::Record::with_id(id, "");
+        rec.endpoint = endpoint.to_string();
         rec.status = refusal.error.status().as_u16();
         rec.error = Some(refusal.error.label().to_string());
         rec.latency_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -135,6 +137,17 @@ async fn refused(state: &AppState, refusal: Refusal, started: std::time::Instant
         }
     }
     with_id(Err(refusal.error), id)
+}
+
+/// The ledger's `endpoint` for a request path: the capability its route needs ([`app`]'s
+/// model routes), empty for any other path.
+fn endpoint_of(path: &str) -> &'static str {
+    match path {
+        "/v1/chat/completions" => Capability::Chat.name(),
+        "/v1/completions" => Capability::Completions.name(),
+        "/v1/embeddings" => Capability::Embeddings.name(),
+        _ => "",
+    }
 }
 
 fn admit(state: &AppState, req: &mut Request) -> Result<(), Refusal> {

@@ -110,6 +110,17 @@ pub enum Capability {
     Completions,
 }
 
+impl Capability {
+    /// The name a config file uses, and the ledger's `endpoint` of a request that needed it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Chat => "chat",
+            Self::Embeddings => "embeddings",
+            Self::Completions => "completions",
+        }
+    }
+}
+
 #[derive(Debug, Deserialize, Default, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct RawPrice {

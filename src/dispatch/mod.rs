@@ -50,7 +50,7 @@ pub async fn chat(
     body: Result<Bytes, ApiError>,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
-    let mut pending = Pending::new(state, record_for(id, principal), started);
+    let mut pending = Pending::new(state, record_for(id, principal, endpoint.capability()), started);
     let op = match endpoint {
         Endpoint::Chat => Operation::Chat,
         Endpoint::Completions => Operation::TextCompletion,
@@ -136,9 +136,10 @@ impl Drop for Pending<'_> {
     }
 }
 
-/// A record that names the key and tenant, never the secret.
-fn record_for(id: Ulid, principal: Option<&Principal>) -> Record {
+/// A record that names the endpoint, and the key and tenant, never the secret.
+fn record_for(id: Ulid, principal: Option<&Principal>, endpoint: Capability) -> Record {
     let mut rec = Record::with_id(id, "");
+    rec.endpoint = endpoint.name().to_string();
     if let Some(p) = principal {
         rec.api_key = Some(p.key.spec.name.clone());
         rec.tenant = Some(p.key.tenant().to_string());
@@ -381,7 +382,7 @@ pub async fn embeddings(
     body: Result<Bytes, ApiError>,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
-    let mut pending = Pending::new(state, record_for(id, principal), started);
+    let mut pending = Pending::new(state, record_for(id, principal, Capability::Embeddings), started);
     let mut tel = state.telemetry.request(Operation::Embeddings, headers);
     let result = match body {
         Ok(body) => embeddings_inner(state, &mut tel, principal, &body, &mut pending.rec, &mut pending.charge).await,

@@ -71,7 +71,7 @@ pub struct ReportArgs {
     /// An age (30m, 24h, 7d) or an RFC 3339 time.
     #[arg(long)]
     pub since: Option<String>,
-    /// Group keys: category, expert, model, tenant, origin, status.
+    /// Group keys: category, expert, model, tenant, origin, status, endpoint.
     #[arg(long, default_value = "category,expert")]
     pub by: String,
     /// Only gateway traffic or only eval runs.

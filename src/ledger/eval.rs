@@ -317,6 +317,7 @@ pub async fn run_one(
     });
     let answer = target.chat(&body).await?;
     let mut rec = Record::new(expert);
+    rec.endpoint = crate::config::Capability::Chat.name().to_string();
     rec.origin = Origin::Eval;
     rec.policy = "eval".into();
     rec.category = Some(item.category.clone());

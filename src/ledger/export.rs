@@ -23,7 +23,7 @@ pub enum ExportError {
     Encode { id: String, source: serde_json::Error },
 }
 
-pub const CSV_COLUMNS: [&str; 25] = [
+pub const CSV_COLUMNS: [&str; 26] = [
     "id",
     "time",
     "ts_ms",
@@ -48,8 +48,10 @@ pub const CSV_COLUMNS: [&str; 25] = [
     "error",
     "prompt_hash",
     "prompt",
-    // Last, so that positional readers of the earlier 24 columns keep working.
+    // Last, in the order they were added, so that positional readers of the earlier
+    // columns keep working.
     "usage_estimated",
+    "endpoint",
 ];
 
 /// Writes every record with `ts_ms >= since_ms`, oldest first. Returns how many.
@@ -104,6 +106,7 @@ fn csv_row(r: &Record) -> Vec<String> {
         r.prompt_hash.clone(),
         opt(&r.prompt),
         r.usage_estimated.to_string(),
+        r.endpoint.clone(),
     ]
     .into_iter()
     .map(|f| csv_field(&f))

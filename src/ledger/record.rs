@@ -48,6 +48,12 @@ pub struct Record {
     pub api_key: Option<String>,
     /// The `model` the client asked for (a virtual model or an expert's own name).
     pub model: String,
+    /// The API the request came through, by the capability it needs: `chat`
+    /// (`/v1/chat/completions`), `completions` (`/v1/completions`) or `embeddings`. Empty
+    /// for a request turned away on another path, and in records written before the field
+    /// existed (all of them chat or embeddings).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub endpoint: String,
     #[serde(default)]
     pub policy: String,
     #[serde(default)]

@@ -21,11 +21,19 @@ pub enum GroupBy {
     Tenant,
     Origin,
     Status,
+    Endpoint,
 }
 
 impl GroupBy {
-    pub const ALL: [GroupBy; 6] =
-        [GroupBy::Category, GroupBy::Expert, GroupBy::Model, GroupBy::Tenant, GroupBy::Origin, GroupBy::Status];
+    pub const ALL: [GroupBy; 7] = [
+        GroupBy::Category,
+        GroupBy::Expert,
+        GroupBy::Model,
+        GroupBy::Tenant,
+        GroupBy::Origin,
+        GroupBy::Status,
+        GroupBy::Endpoint,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -35,6 +43,7 @@ impl GroupBy {
             GroupBy::Tenant => "tenant",
             GroupBy::Origin => "origin",
             GroupBy::Status => "status",
+            GroupBy::Endpoint => "endpoint",
         }
     }
 
@@ -47,6 +56,9 @@ impl GroupBy {
             GroupBy::Tenant => opt(&r.tenant),
             GroupBy::Origin => r.origin.as_str().to_string(),
             GroupBy::Status => r.status.to_string(),
+            // Records from before the field existed were chat or embeddings: unknown.
+            GroupBy::Endpoint if r.endpoint.is_empty() => NONE_LABEL.to_string(),
+            GroupBy::Endpoint => r.endpoint.clone(),
         }
     }
 

@@ -287,6 +287,7 @@ async fn export_writes_jsonl_and_csv_since_a_time() {
     let old = Record::with_id(ulid::Ulid::from_parts(1_000, 1), "triage");
     let mut new = outcome("fallback");
     new.error = Some("has, a comma".into());
+    new.endpoint = "completions".into();
     ledger.record(old.clone()).await;
     ledger.record(new.clone()).await;
     ledger.flush().await.unwrap();
@@ -302,6 +303,6 @@ async fn export_writes_jsonl_and_csv_since_a_time() {
     assert_eq!(rows.next().unwrap().split(',').count(), export::CSV_COLUMNS.len());
     let row = rows.next().unwrap();
     assert!(row.starts_with(&new.id) && row.contains("\"has, a comma\"") && row.contains(",big,"), "{row}");
-    assert!(row.ends_with(",false"), "usage_estimated, last: {row}");
+    assert!(row.ends_with(",false,completions"), "usage_estimated, then endpoint, last: {row}");
     ledger.close().await.unwrap();
 }

@@ -448,22 +448,26 @@ async fn refused_requests_are_in_the_ledger_with_the_tenant_when_the_key_is_know
     let key = create_key(&gw, json!({"name": "once", "tenant": "acme", "rpm": 1, "models": ["triage"]})).await;
     let id = |r: &reqwest::Response| r.headers()["x-triage-request-id"].to_str().unwrap().to_string();
     let no_key = post_key(&gw, None, "/v1/chat/completions", &chat("triage")).await;
-    let bad_key = post_key(&gw, Some("sk-triage-nope"), "/v1/chat/completions", &chat("triage")).await;
+    let completion = json!({"model": "triage", "prompt": "hi"});
+    let bad_key = post_key(&gw, Some("sk-triage-nope"), "/v1/completions", &completion).await;
     assert_eq!(post_key(&gw, Some(&key), "/v1/chat/completions", &chat("triage")).await.status(), 200);
     let over_rpm = post_key(&gw, Some(&key), "/v1/chat/completions", &chat("triage")).await;
+    let listing = post_key(&gw, None, "/v1/models", &json!({})).await;
     let ids = [
-        (id(&no_key), 401, "unauthorized", None),
-        (id(&bad_key), 401, "unauthorized", None),
-        (id(&over_rpm), 429, "rate_limited", Some("acme")),
+        (id(&no_key), 401, "unauthorized", None, "chat"),
+        (id(&bad_key), 401, "unauthorized", None, "completions"),
+        (id(&over_rpm), 429, "rate_limited", Some("acme"), "chat"),
+        (id(&listing), 401, "unauthorized", None, ""),
     ];
     assert!(over_rpm.headers().contains_key("content-length"), "counted bodies keep their length");
     error_of(over_rpm, 429).await;
     let ledger = gw.state.ledger.as_ref().unwrap();
     ledger.flush().await.unwrap();
-    for (id, status, label, tenant) in ids {
+    for (id, status, label, tenant, endpoint) in ids {
         let rec =
             ledger.get(&id).unwrap().unwrap_or_else(|| panic!("refusal {id} ({status} {label}) is not in the ledger"));
         assert_eq!((rec.status, rec.error.as_deref(), rec.tenant.as_deref()), (status, Some(label), tenant), "{rec:?}");
+        assert_eq!(rec.endpoint, endpoint, "the API it was refused on: {rec:?}");
         if tenant.is_some() {
             assert_eq!(rec.api_key.as_deref(), Some("once"));
         }

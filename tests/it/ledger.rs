@@ -191,6 +191,10 @@ async fn every_request_outcome_is_recorded_with_its_request_id() {
     let r = client().post(gw.url("/v1/completions")).json(&completion).send().await.unwrap();
     let completion_id = id(&r);
     assert!(r.text().await.unwrap().ends_with("data: [DONE]\n\n"));
+    let r =
+        client().post(gw.url("/v1/embeddings")).json(&json!({"model": "good", "input": "hi"})).send().await.unwrap();
+    let embedding_id = id(&r);
+    assert_eq!(r.status(), 200);
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
 
     // Graceful shutdown flushes; then read the database as `triage ledger export` would.
@@ -229,6 +233,19 @@ async fn every_request_outcome_is_recorded_with_its_request_id() {
     assert_eq!((r.status, r.expert.as_deref(), r.tried.clone()), (200, Some("good"), vec!["bad".to_string()]));
     assert_eq!((r.input_tokens, r.output_tokens, r.stream), (11, 4, true), "usage read from the completion stream");
     assert_eq!(r.prompt_hash.len(), 64);
+    // Each record names the API it came through, and reports split by it.
+    let endpoint = |id: &str| get(id).endpoint;
+    assert_eq!(
+        [&fallback_id, &invalid_id, &completion_id, &embedding_id].map(|id| endpoint(id)),
+        ["chat", "chat", "completions", "embeddings"]
+    );
+    let report = ledger.report(&ReportQuery { by: vec![GroupBy::Endpoint], ..Default::default() }).unwrap();
+    let requests: Vec<(String, u64)> = report.groups.iter().map(|g| (g.key[0].clone(), g.requests)).collect();
+    assert_eq!(
+        requests,
+        [("chat".to_string(), 6), ("completions".to_string(), 1), ("embeddings".to_string(), 1)],
+        "{report:?}"
+    );
     let abandoned: Vec<Record> = ledger.scan(0).map(Result::unwrap).filter(|r| r.model == "hang").collect();
     assert_eq!(abandoned.len(), 1, "the abandoned request is recorded once: {abandoned:?}");
     let r = &abandoned[0];
