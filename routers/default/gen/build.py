@@ -24,6 +24,7 @@ sys.path.insert(0, str(HERE))
 
 import batch2  # noqa: E402
 import batch3  # noqa: E402
+import batch5  # noqa: E402
 import coding_math  # noqa: E402
 import extraction_writing  # noqa: E402
 import reasoning_general  # noqa: E402
@@ -71,19 +72,22 @@ def follow_up(first: str, second: str) -> dict:
 def main() -> None:
     rng = random.Random(SEED)
     out_dir = HERE.parent / "data"
+    # Batches from the fifth on lay out their option lists with their own RNG, so that
+    # adding one leaves every earlier prompt exactly as it was.
+    later = {batch5: random.Random(SEED + 4)}
     items = {}
-    for module in (stem_humanities, coding_math, reasoning_general, extraction_writing, batch2, batch3):
+    for module in (stem_humanities, coding_math, reasoning_general, extraction_writing, batch2, batch3, batch5):
         for category, entries in module.ITEMS.items():
-            items.setdefault(category, []).extend(entries)
+            items.setdefault(category, []).extend((later.get(module, rng), e) for e in entries)
     seen = set()
     for category in sorted(items):
         rows = []
-        for e in items[category]:
+        for layout_rng, e in items[category]:
             if isinstance(e, str):
                 rec = {"prompt": e.strip()}
             elif e[0] == "mc":
                 _, subject, q, options = e
-                rec = {"prompt": mc(rng, q.strip(), options, subject)}
+                rec = {"prompt": mc(layout_rng, q.strip(), options, subject)}
             elif e[0] == "follow":
                 rec = follow_up(e[1].strip(), e[2].strip())
             else:
