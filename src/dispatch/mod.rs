@@ -318,10 +318,7 @@ pub fn serving(snapshot: &Snapshot, mut decision: Decision, endpoint: Endpoint) 
     }
     let (kept, passed): (Vec<String>, Vec<String>) = decision.experts.drain(..).partition(serves);
     decision.experts = kept;
-    let name = match endpoint {
-        Endpoint::Chat => "chat",
-        Endpoint::Completions => "completions",
-    };
+    let name = endpoint.capability().name();
     decision.reasons.push(format!("passed over {}: they do not declare `{name}`", passed.join(", ")));
     if decision.experts.is_empty() {
         let what = match endpoint {
