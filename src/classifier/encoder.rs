@@ -278,11 +278,15 @@ impl Encoder {
     }
 }
 
-/// Below this many tokens a pass runs on one core: waking rayon's workers for each of
-/// a pass's ~30 steps costs more than splitting saves. Measured with the classifier
-/// benchmark on 2 cores: one 32-token input took 10.5 ms on one thread and 22.5 ms on
-/// two, while ~10 inputs (~300 tokens) ran faster on two.
-pub const PAR_MIN_TOKENS: usize = 128;
+/// Below this many tokens a pass runs on one core. With the weights in panels
+/// (`bert.rs`) each dense layer is split over the cores by panel, one rayon job per layer
+/// product, and two cores beat one from a handful of tokens: in the classifier benchmark on
+/// a 2-core AVX2 EPYC (`bench/results/2026-12-02-classifier-panels/`) a lone ~23-token pass
+/// took 8.5-9.4 ms on two against 11.4-12.3 ms on one. (With one `[in, out]` gemm per
+/// layer, two cores were slower below ~128 tokens: 22.5 against 10.5 ms for 32 tokens.)
+/// The service's encoder workers ignore this when there are several of them: each keeps
+/// to one core.
+pub const PAR_MIN_TOKENS: usize = 8;
 
 /// Cores a pass over `tokens` tokens uses unless told: one below [`PAR_MIN_TOKENS`],
 /// else candle's thread count (`RAYON_NUM_THREADS`, or every core).
