@@ -21,6 +21,7 @@ use super::bert::InferBert;
 use super::config::Pooling;
 use super::finetune::TrainTop;
 use super::text::head_tail_bytes;
+use super::wordpiece::FastWordPiece;
 
 /// Long inputs are cut to head+tail *bytes* before tokenizing so that tokenization cost
 /// is bounded too; 12 bytes per token budget is ~2.5x the average WordPiece length of
@@ -89,6 +90,8 @@ pub struct Batch {
 /// Tokenizer + split BERT encoder + pooling.
 pub struct Encoder {
     tokenizer: Tokenizer,
+    /// BERT-uncased WordPiece without `tokenizers` for ASCII text (same ids), if it applies.
+    fast_wordpiece: Option<FastWordPiece>,
     /// The bottom layers for inference; the router's top layers are appended to it.
     infer: InferBert,
     /// candle's model of the bottom layers, for training; built on first use.
@@ -138,8 +141,10 @@ impl Encoder {
         let special =
             |t: &str| tokenizer.token_to_id(t).ok_or_else(|| EncoderError::Tokenizer(format!("no {t} token")));
         let (cls, sep) = (special("[CLS]")?, special("[SEP]")?);
+        let fast_wordpiece = FastWordPiece::for_tokenizer(&tokenizer);
         Ok(Self {
             tokenizer,
+            fast_wordpiece,
             infer,
             bottom: OnceLock::new(),
             weights: paths.weights,
@@ -186,10 +191,24 @@ impl Encoder {
         self.infer.push_layers(tensors, &self.bert_config, layers)
     }
 
-    /// WordPiece ids of `text` without special tokens and without truncation.
+    /// WordPiece ids of `text` without special tokens and without truncation: the fast
+    /// path (`wordpiece.rs`) where it applies, else the tokenizer's pipeline.
     pub fn wordpiece_ids(&self, text: &str) -> Result<Vec<u32>, EncoderError> {
+        if let Some(ids) = self.fast_wordpiece.as_ref().and_then(|w| w.encode(text)) {
+            return Ok(ids);
+        }
+        self.pipeline_ids(text)
+    }
+
+    /// [`Encoder::wordpiece_ids`] through the tokenizer's pipeline only.
+    pub fn pipeline_ids(&self, text: &str) -> Result<Vec<u32>, EncoderError> {
         let enc = self.tokenizer.encode(text, false).map_err(|e| EncoderError::Tokenizer(e.to_string()))?;
         Ok(enc.get_ids().to_vec())
+    }
+
+    /// Whether the fast WordPiece path is on (the tokenizer is BERT-uncased shaped).
+    pub fn has_fast_wordpiece(&self) -> bool {
+        self.fast_wordpiece.is_some()
     }
 
     /// `[CLS]` and `[SEP]` ids.
@@ -205,13 +224,12 @@ impl Encoder {
     /// Token ids with [CLS]/[SEP], cut to `max_tokens` keeping the head and the tail.
     pub fn token_ids(&self, text: &str) -> Result<Vec<u32>, EncoderError> {
         let text = head_tail_bytes(text, self.max_tokens * BYTES_PER_TOKEN_BUDGET / 2);
-        let enc = self.tokenizer.encode(text.as_ref(), false).map_err(|e| EncoderError::Tokenizer(e.to_string()))?;
-        let ids = enc.get_ids();
+        let ids = self.wordpiece_ids(&text)?;
         let budget = self.max_tokens.saturating_sub(2);
         let mut out = Vec::with_capacity(ids.len().min(budget) + 2);
         out.push(self.cls);
         if ids.len() <= budget {
-            out.extend_from_slice(ids);
+            out.extend_from_slice(&ids);
         } else {
             // The start states the task and the end often holds the actual question
             // (after a pasted document), so both survive; the middle is dropped.

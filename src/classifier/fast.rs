@@ -120,8 +120,10 @@ pub fn features(text: &str, bits: u32) -> Features {
         tokens.push(&text[s..]);
     }
     let mask = (1u64 << bits) - 1;
-    let mut counts: HashMap<u32, f32> = HashMap::with_capacity(tokens.len() * 4);
-    let mut add = |h: u64| *counts.entry((h & mask) as u32).or_insert(0.0) += 1.0;
+    // Every feature's bucket, once per occurrence; sorted, runs of a bucket are its count.
+    let mut buckets: Vec<u32> = Vec::with_capacity(tokens.len() * 8);
+    let mut add = |h: u64| buckets.push((h & mask) as u32);
+    let mut padded = Vec::with_capacity(64);
     for (i, t) in tokens.iter().enumerate() {
         add(fnv1a(b'w', &[t]));
         if let Some(next) = tokens.get(i + 1) {
@@ -129,18 +131,22 @@ pub fn features(text: &str, bits: u32) -> Features {
         }
         // Char trigrams of "<word>" make "integrals"/"integrate" share evidence.
         if t.len() > 3 && t.is_ascii() {
-            let padded = format!("<{t}>");
-            for w in padded.as_bytes().windows(3) {
+            padded.clear();
+            padded.push(b'<');
+            padded.extend_from_slice(t.as_bytes());
+            padded.push(b'>');
+            for w in padded.windows(3) {
                 if let Ok(s) = std::str::from_utf8(w) {
                     add(fnv1a(b'c', &[s]));
                 }
             }
         }
     }
+    buckets.sort_unstable();
     // Sub-linear term frequency, then unit length, so long and short prompts are on one
     // scale and a repeated word does not dominate.
-    let mut feats: Features = counts.into_iter().map(|(k, c)| (k, 1.0 + c.ln())).collect();
-    feats.sort_unstable_by_key(|&(k, _)| k);
+    let mut feats: Features =
+        buckets.chunk_by(|a, b| a == b).map(|run| (run[0], 1.0 + (run.len() as f32).ln())).collect();
     let norm = feats.iter().map(|(_, v)| v * v).sum::<f32>().sqrt().max(f32::MIN_POSITIVE);
     feats.iter_mut().for_each(|(_, v)| *v /= norm);
     feats

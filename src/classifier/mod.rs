@@ -28,6 +28,7 @@ pub mod head;
 pub mod service;
 pub mod text;
 pub mod train;
+pub mod wordpiece;
 
 #[cfg(test)]
 mod tests;

@@ -379,3 +379,52 @@ fn prompt_text_feeds_the_classifier_for_follow_ups() {
     let c = clf.classify(&prompt_text(&msgs)).unwrap();
     assert_eq!(c.top_label(clf.labels()), Some("roleplay"), "probs {:?}", c.probs);
 }
+
+/// The fast WordPiece path gives the `tokenizers` pipeline's ids for every training prompt
+/// and for the edge cases of its rules, and it takes most of the training prompts (it is
+/// not silently falling back).
+#[test]
+fn fast_wordpiece_matches_the_tokenizer_pipeline() {
+    let mut tokenizer = tokenizers::Tokenizer::from_file(models_dir().join("all-minilm-l6-v2/tokenizer.json")).unwrap();
+    tokenizer.with_padding(None);
+    tokenizer.with_truncation(None).unwrap();
+    let fast =
+        super::wordpiece::FastWordPiece::for_tokenizer(&tokenizer).expect("all-MiniLM's tokenizer is BERT uncased");
+    let labels = RouterConfig::load(&router_dir()).unwrap().labels;
+    let mut texts: Vec<String> =
+        load_dir(&router_dir().join("data"), &labels).unwrap().into_iter().map(|e| e.text).collect();
+    let corpus = texts.len();
+    let long_word = "a".repeat(101);
+    let edge = [
+        "",
+        "   ",
+        "\t\n\r",
+        "a\u{0}b\u{1}c\u{7f}d\u{b}e\u{c}f\u{1c}g",
+        "Hello, World!! How's it   going?",
+        "e-mail me at jane.doe@example.com ($100,000; 50% off) #tag ~home ^up `code` {x|y}",
+        "fn main() { let x: Vec<u8> = vec![1, 2]; x.iter().map(|v| v * 2); } // C++ && a->b",
+        "__init__ self._private __dunder__",
+        "supercalifragilisticexpialidocious qzxqzxqzx zzzzzzzzzzzzzzzzzzzz",
+        "12345.6789 3.14e-10 0x1F 1,000,000",
+        "[SEP] is special, and so is [cls] and x[MASK]y",
+        "[sep",
+        "UPPER lower MiXeD",
+        "naïve café — non-ASCII goes the slow way",
+        "Hello\u{3000}world 野口",
+        &long_word,
+        &long_word[1..],
+    ];
+    texts.extend(edge.iter().map(|s| (*s).to_string()));
+    let mut fast_count = 0;
+    for text in &texts {
+        let Some(got) = fast.encode(text) else { continue };
+        fast_count += 1;
+        let want = tokenizer.encode(text.as_str(), false).unwrap().get_ids().to_vec();
+        assert_eq!(got, want, "ids differ for {text:?}");
+    }
+    assert!(fast_count * 10 >= corpus * 9, "the fast path took only {fast_count} of {corpus} training prompts");
+    // The fallbacks: non-ASCII text and added tokens' text.
+    assert!(fast.encode("naïve").is_none());
+    assert!(fast.encode("a [SEP] b").is_none() && fast.encode("a [sep] b").is_none());
+    assert_eq!(fast.encode(&long_word), Some(vec![tokenizer.token_to_id("[UNK]").unwrap()]));
+}
