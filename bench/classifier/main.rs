@@ -90,7 +90,9 @@ async fn run_throughput(svc: &Arc<ClassifierService>, mix: &[String]) -> anyhow:
 }
 
 /// Prompts of ~`tokens` WordPiece tokens: held-out prompts concatenated (so the
-/// vocabulary stays realistic) until the length is reached, then cut.
+/// vocabulary stays realistic) until the length is reached, then cut. Glued pieces of
+/// several categories are harder for stage 1 than one prompt of that length, so `main`
+/// also measures the mix's whole prompts by length band.
 fn bucket(mix: &[String], tokens: usize) -> Vec<String> {
     (0..64)
         .map(|i| {
@@ -143,9 +145,22 @@ async fn main() -> anyhow::Result<()> {
     }
     // The realistic mix: a held-out split (never trained on), the same for every router.
     let mix: Vec<String> = load_jsonl(&mix_path, targets[0].clf.labels())?.into_iter().map(|e| e.text).collect();
-    let buckets: Vec<(String, Vec<String>)> = std::iter::once(("realistic mix".to_owned(), mix.clone()))
+    let mut buckets: Vec<(String, Vec<String>)> = std::iter::once(("realistic mix".to_owned(), mix.clone()))
         .chain(TOKEN_BUCKETS.iter().map(|&t| (format!("~{t} tokens"), bucket(&mix, t))))
         .collect();
+    // The same lengths as whole prompts of the mix, not glued pieces: each bucket's band
+    // is [t/2, 2t) WordPiece tokens. A band without any prompt gets no row.
+    let lengths: Vec<usize> =
+        mix.iter().map(|m| targets[0].clf.encoder().wordpiece_ids(m).map(|ids| ids.len())).collect::<Result<_, _>>()?;
+    for &t in &TOKEN_BUCKETS {
+        let band: Vec<String> =
+            mix.iter().zip(&lengths).filter(|(_, &n)| n >= t / 2 && n < 2 * t).map(|(m, _)| m.clone()).collect();
+        if band.is_empty() {
+            eprintln!("no prompt of the mix has {}-{} tokens: no whole-prompt row for ~{t}", t / 2, 2 * t - 1);
+        } else {
+            buckets.push((format!("whole prompts of {}-{} tokens (n={})", t / 2, 2 * t - 1, band.len()), band));
+        }
+    }
 
     let start_load = loadavg();
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "unset (all cores)".into());
