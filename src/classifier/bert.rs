@@ -10,9 +10,10 @@
 //! - weights are stored as panels of 16 output columns, each panel's `[in, 16]` block
 //!   contiguous: the exact stream gemm's micro-kernel reads, so nothing is packed and the
 //!   kernel walks memory in order. (A plain `[in, out]` matrix needs no packing either, but
-//!   then each step of the kernel reads 64 bytes `out` floats away from the last: 6 layers'
-//!   42 MB of weights touched a page per step, and a 32-token pass took 36 ms instead of 21
-//!   on a 2-core AVX2 EPYC, an 8-token pass 17 ms instead of 7.4.)
+//!   then each step of the kernel reads its 64 bytes from the next row, `out` floats past
+//!   the last: over 6 layers' 42 MB of weights that is a new page nearly every step, and a
+//!   32-token pass took 36 ms instead of 21 on a 2-core AVX2 EPYC, an 8-token pass 17 ms
+//!   instead of 7.4.)
 //! - all sequences' tokens are rows of one matrix, so every dense layer is one pass over
 //!   the weights and there is no padding to compute or mask (each sequence attends only to
 //!   itself);

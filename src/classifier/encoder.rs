@@ -197,18 +197,8 @@ impl Encoder {
         if let Some(ids) = self.fast_wordpiece.as_ref().and_then(|w| w.encode(text)) {
             return Ok(ids);
         }
-        self.pipeline_ids(text)
-    }
-
-    /// [`Encoder::wordpiece_ids`] through the tokenizer's pipeline only.
-    pub fn pipeline_ids(&self, text: &str) -> Result<Vec<u32>, EncoderError> {
         let enc = self.tokenizer.encode(text, false).map_err(|e| EncoderError::Tokenizer(e.to_string()))?;
         Ok(enc.get_ids().to_vec())
-    }
-
-    /// Whether the fast WordPiece path is on (the tokenizer is BERT-uncased shaped).
-    pub fn has_fast_wordpiece(&self) -> bool {
-        self.fast_wordpiece.is_some()
     }
 
     /// `[CLS]` and `[SEP]` ids.
